@@ -61,6 +61,7 @@ class Limits:
     max_xml_part_bytes: int
     max_parts: int
     max_ratio: int
+    max_xml_elements: int
     max_rows: int
     max_columns: int
     max_sheets: int

@@ -1,14 +1,17 @@
-"""Decide, before any XML is parsed, whether a file is a workbook that is safe to open.
+"""Decide, before openpyxl parses anything, whether a file is a workbook that is safe to open.
 
 Pure: bytes in, `UnreadableForm` with a one-sentence reason out (or nothing). The sizes a zip
 declares are what Python's zipfile will read at most (it stops there and fails the CRC), so
-checking them bounds the time and memory the parse can take.
+checking them bounds the bytes the parse can read; counting the XML elements (expat, streaming,
+no tree) bounds what openpyxl would build out of those bytes.
 """
 
 from __future__ import annotations
 
 import io
 import zipfile
+import zlib
+from xml.parsers import expat
 
 from mailbot.errors import UnreadableForm
 from mailbot.forms.rules import Limits
@@ -25,6 +28,12 @@ _SIGNATURES = (
 )
 _MACRO_TYPES = (b"macroEnabled", b"vbaProject")
 _WORKBOOK_PARTS = ("xl/workbook.xml", "xl/workbook.bin")
+# XML elements in all parts together. The filled form has ~800, one saved by Excel a few thousand.
+# openpyxl spends 2-25 µs and up to ~700 bytes on each element it builds (a row's cells are all
+# built before a read can stop; styles and validations are built whole), so an 8 MB part within
+# the size limits could still cost seconds and GBs: 25,000 elements stay under ~0.7 s and ~25 MB.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError)
+ENTITIES_REASON = "the workbook contains forbidden XML constructs (entities), a known attack; it is refused"
 
 
 def _utf16(name: str) -> bytes:
@@ -58,10 +67,13 @@ def check_container(data: bytes, limits: Limits) -> None:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = archive.infolist()
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
+    except (ValueError, *_ZIP_ERRORS) as exc:
         raise UnreadableForm(f"the workbook is damaged and cannot be opened ({exc})") from exc
     with archive:
-        _check_parts(archive, infos, limits)
+        try:
+            _check_parts(archive, infos, limits)
+        except _ZIP_ERRORS as exc:  # a part's data cannot be inflated: bad CRC, method, version...
+            raise UnreadableForm(f"the workbook is damaged and cannot be opened ({exc})") from exc
 
 
 def _check_parts(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], limits: Limits) -> None:
@@ -95,3 +107,47 @@ def _check_parts(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], limits:
         raise UnreadableForm(
             "the workbook contains macros (.xlsm), which are refused for safety; "
             "save it as an Excel workbook (.xlsx) without macros")
+    _check_xml_elements(archive, infos, limits.max_xml_elements)
+
+
+class _TooMany(Exception):
+    pass
+
+
+class _Entity(Exception):
+    pass
+
+
+def _check_xml_elements(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], most: int) -> None:
+    """Count the elements of every XML part with expat (streaming, no tree) and refuse entity
+    declarations; a part that is not well-formed stops its count where any parser would stop."""
+    left = most
+
+    def start(name: str, attrs: object) -> None:
+        nonlocal left
+        left -= 1
+        if left < 0:
+            raise _TooMany
+
+    def entity(*args: object) -> None:
+        raise _Entity
+
+    for info in infos:
+        if info.is_dir():
+            continue
+        parser = expat.ParserCreate()
+        parser.StartElementHandler = start
+        parser.EntityDeclHandler = entity
+        try:
+            with archive.open(info) as part:
+                while chunk := part.read(1 << 16):
+                    parser.Parse(chunk, False)
+                parser.Parse(b"", True)
+        except expat.ExpatError:
+            continue
+        except _TooMany:
+            raise UnreadableForm(
+                f"the workbook holds more than {most:,} XML elements, far more than an order form; "
+                "it is refused") from None
+        except _Entity:
+            raise UnreadableForm(ENTITIES_REASON) from None

@@ -20,7 +20,7 @@ from defusedxml import DefusedXmlException
 
 from mailbot.errors import NotAnOrderForm, UnreadableForm, UnsafeEnvironment
 from mailbot.forms.rules import LANGUAGES, FormRules, label_key
-from mailbot.forms.safety import check_container
+from mailbot.forms.safety import ENTITIES_REASON, check_container
 from mailbot.forms.values import is_empty
 
 
@@ -47,6 +47,12 @@ class SheetContent:
     found: set[str] = field(default_factory=set)  # field ids whose label row exists
 
 
+# What openpyxl raises on a damaged part (defusedxml's errors are ValueErrors); an out-of-range
+# style or shared-string index is a LookupError or an OverflowError.
+_DAMAGED = (zipfile.BadZipFile, ParseError, ValueError, TypeError, LookupError, AttributeError, ArithmeticError,
+            OSError)
+
+
 def read_form(data: bytes, rules: FormRules) -> SheetContent:
     """Read the order form out of workbook bytes; raise a `FormError` subclass if it is not one."""
     ensure_safe_xml()
@@ -55,13 +61,16 @@ def read_form(data: bytes, rules: FormRules) -> SheetContent:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # openpyxl warns about unsupported extensions
             book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True, keep_links=False)
-    except DefusedXmlException as exc:
-        raise UnreadableForm("the workbook contains forbidden XML constructs (entities), a known attack; it is refused") from exc
-    except (zipfile.BadZipFile, KeyError, ParseError, ValueError, TypeError, IndexError, AttributeError, OSError) as exc:
+    except _DAMAGED as exc:
+        # openpyxl re-raises what its reader hit as a ValueError "from" it: look at the cause too.
+        if isinstance(exc, DefusedXmlException) or isinstance(exc.__cause__, DefusedXmlException):
+            raise UnreadableForm(ENTITIES_REASON) from exc
         raise UnreadableForm(f"the workbook is damaged and cannot be opened ({type(exc).__name__})") from exc
     try:
         return _read_book(book, rules)
-    except (DefusedXmlException, ParseError, zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError) as exc:
+    except _DAMAGED as exc:
+        if isinstance(exc, DefusedXmlException):
+            raise UnreadableForm(ENTITIES_REASON) from exc
         raise UnreadableForm(f"the workbook's sheet is damaged and cannot be read ({type(exc).__name__})") from exc
     finally:
         book.close()
