@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from mailbot.errors import MailbotError
 from mailbot.forms import check_form, load_rules
@@ -14,6 +15,7 @@ from mailbot.forms.report import render_text
 from mailbot.forms.workbook import ensure_safe_xml
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
+SANDBOX_CONFIG = Path(__file__).resolve().parents[1] / "data" / "sandbox.toml"
 
 
 def _exit_status(checks: Sequence) -> int:
@@ -45,6 +47,83 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _timeline_line(event: dict) -> str:
+    at = event["at"][:16].replace("T", " ")
+    name = event["event"]
+    if name == "received":
+        docs = f" [{', '.join(event['documents'])}]" if event["documents"] else ""
+        where = "+".join(event["mailboxes"])
+        tail = f" problems: {', '.join(f'{f}:{c}' for f, c in event['problems'])}" if event.get("problems") else ""
+        if event.get("quarantined"):
+            tail += f" QUARANTINED: {event['quarantined']}"
+        dup = " (copy already seen)" if event.get("duplicate") else ""
+        return (f"{at}  received  {event.get('dossier') or '-':15} {event['kind'] or '-':10} {where}{docs}{dup}"
+                f"  {event.get('subject', '')[:60]!r}{tail}")
+    if name == "sent":
+        cc = f" cc {', '.join(event['cc'])}" if event["cc"] else ""
+        return (f"{at}  sent      {event.get('dossier') or '-':15} {event['purpose']:10} to {', '.join(event['to'])}{cc}"
+                f" [{event['language']}]  {event['subject'][:70]!r}")
+    return f"{at}  {name:9} " + json.dumps({k: v for k, v in event.items() if k not in ('at', 'event')}, ensure_ascii=False)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import tempfile
+
+    from mailbot.config import load_settings
+    from mailbot.pipeline import Context
+    from mailbot.replay import replay
+    from mailbot.store.db import open_database
+
+    settings = load_settings(args.config or SANDBOX_CONFIG)
+    until = None
+    if args.until:
+        try:
+            until = dt.datetime.fromisoformat(args.until)
+        except ValueError:
+            raise MailbotError(f"--until {args.until!r} is not an ISO time such as 2027-02-01T09:00+01:00") from None
+        until = until if until.tzinfo else until.replace(tzinfo=ZoneInfo("Europe/Brussels"))
+    with tempfile.TemporaryDirectory(prefix="mailbot-replay-") as tmp:
+        url = args.db or f"sqlite:///{tmp}/replay.sqlite"
+        ctx = Context.load(settings, open_database(url), max_attempts=1)
+        emit = (lambda e: print(json.dumps(e, ensure_ascii=False, default=str), flush=True)) if args.json \
+            else (lambda e: print(_timeline_line(e), flush=True))
+        paths = [Path(p) for p in args.paths]
+        if missing := [str(p) for p in paths if not p.exists()]:
+            raise MailbotError(f"no such file or folder: {', '.join(missing)}")
+        replay(paths, ctx, emit, until)
+        ctx.engine.dispose()
+    return 0
+
+
+def cmd_digest(args: argparse.Namespace) -> int:
+    """Today's triage summary, from the database, for a person who wants it now."""
+    import datetime as dt
+
+    from sqlmodel import Session
+
+    from mailbot.answers.digest import digest_context
+    from mailbot.answers.render import Renderer
+    from mailbot.calendar import load_calendars
+    from mailbot.config import load_settings
+    from mailbot.store.db import open_database
+
+    settings = load_settings(args.config or SANDBOX_CONFIG)
+    engine = open_database(args.db or settings.database.url)
+    calendar = load_calendars(settings.files.calendars)[settings.schedule.calendar]
+    now = dt.datetime.fromisoformat(args.at) if args.at else dt.datetime.now(dt.timezone.utc)
+    now = now if now.tzinfo else now.replace(tzinfo=ZoneInfo("Europe/Brussels"))
+    box = settings.mailboxes[args.team]
+    with Session(engine) as session:
+        rendered = Renderer().render("digest", box.language, digest_context(session, args.team, now, calendar))
+    if args.html:
+        Path(args.html).write_text(rendered.html, encoding="utf-8")
+        print(f"wrote {args.html}")
+    else:
+        print(f"Subject: {rendered.subject}\n\n{rendered.text}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailbot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="one JSON object per file")
     check.add_argument("--rules", help="another rules file than rules/order_form.toml")
     check.set_defaults(func=cmd_check_form)
+    rep = sub.add_parser("replay", help="replay .eml files through the bot with a simulated clock")
+    rep.add_argument("paths", nargs="+", metavar="PATH", help=".eml files or folders of them")
+    rep.add_argument("--config", help="configuration file (default: the embedded sandbox configuration)")
+    rep.add_argument("--db", help="database URL (default: a fresh temporary SQLite file)")
+    rep.add_argument("--until", help="run the scheduled jobs up to this ISO time")
+    rep.add_argument("--json", action="store_true", help="one JSON object per line")
+    rep.set_defaults(func=cmd_replay)
+    dig = sub.add_parser("digest", help="print or write today's triage summary from the database")
+    dig.add_argument("--team", choices=["worldline", "bosa"], default="worldline")
+    dig.add_argument("--html", metavar="FILE", help="write the HTML version to FILE")
+    dig.add_argument("--config", help="configuration file (default: the embedded sandbox configuration)")
+    dig.add_argument("--db", help="database URL (default: the configuration's)")
+    dig.add_argument("--at", help="the summary as of this ISO time (default: now)")
+    dig.set_defaults(func=cmd_digest)
     demo = sub.add_parser("demo", help="run the bot on its embedded sample data")
     demo.set_defaults(func=cmd_demo)
     return parser

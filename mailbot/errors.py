@@ -41,3 +41,11 @@ class WrongVersion(FormError):
         super().__init__("wrong_version", reason)
         self.version = version
         self.language = language
+
+
+class StoreError(MailbotError):
+    """The database cannot be opened or written."""
+
+
+class SandboxError(MailbotError):
+    """A local sandbox server (Dovecot, pymap, the SMTP sink) cannot be started or used."""

@@ -1,0 +1,1 @@
+"""What the bot sends: which purpose, to whom, in which language, through the outbox."""

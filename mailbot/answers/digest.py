@@ -1,0 +1,106 @@
+"""The daily triage summary for each team, from the database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from types import SimpleNamespace
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlmodel import Session, col, select
+
+from mailbot.answers.outbox import Draft
+from mailbot.answers.render import Renderer
+from mailbot.calendar import BusinessCalendar
+from mailbot.config import Settings
+from mailbot.dossiers.state import stage, waiting_for
+from mailbot.store.models import Deadline, Dossier, Message, OutboxMail, Sighting
+
+BRUSSELS = ZoneInfo("Europe/Brussels")
+
+
+def _day(at: dt.datetime) -> str:
+    return at.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M")
+
+
+def digest_context(session: Session, team: str, now: dt.datetime, calendar: BusinessCalendar) -> dict[str, Any]:
+    """Everything the digest shows, as plain values for the template."""
+    today = now.astimezone(BRUSSELS).date()
+    since = dt.datetime.combine(calendar.previous_business_day(today), now.astimezone(BRUSSELS).timetz())
+    open_deadlines = session.exec(select(Deadline).where(Deadline.state == "open")).all()
+    due_by_dossier: dict[int, Deadline] = {}
+    for d in open_deadlines:
+        if d.dossier_id not in due_by_dossier or d.due < due_by_dossier[d.dossier_id].due:
+            due_by_dossier[d.dossier_id] = d
+    dossiers = session.exec(select(Dossier).where(Dossier.access_sent == False)  # noqa: E712
+                            .order_by(Dossier.reference)).all()
+    by_id = {d.id: d for d in dossiers}
+    rows = []
+    for d in dossiers:
+        deadline = due_by_dossier.get(d.id)
+        rows.append(SimpleNamespace(reference=d.reference, project_name=d.project_name, stage=stage(d),
+                                    waiting=[(w.party, w.what) for w in waiting_for(d)],
+                                    due=deadline.due.isoformat() if deadline else None,
+                                    overdue=bool(deadline and deadline.due < today)))
+
+    def deadline_row(dl: Deadline, **extra: Any) -> SimpleNamespace | None:
+        d = by_id.get(dl.dossier_id)
+        if d is None:
+            return None
+        return SimpleNamespace(reference=d.reference, project_name=d.project_name, deadline=dl.name,
+                               due=dl.due.isoformat(), **extra)
+
+    due_today = [r for dl in open_deadlines if dl.due == today and (r := deadline_row(dl))]
+    overdue = [r for dl in sorted(open_deadlines, key=lambda x: x.due) if dl.due < today and
+               (r := deadline_row(dl, days_late=calendar.business_days_between(dl.due, today)))]
+    seen_here = select(Sighting.message_pk).where(Sighting.mailbox == team)
+    flagged = session.exec(select(Message).where(Message.received_at >= since, col(Message.id).in_(seen_here))
+                           .order_by(Message.id)).all()
+    needs_person = []
+    for m in flagged:
+        reason = _needs_person_reason(m)
+        if reason:
+            dossier = by_id.get(m.dossier_id) or (session.get(Dossier, m.dossier_id) if m.dossier_id else None)
+            ref = dossier.reference if dossier else None
+            needs_person.append(SimpleNamespace(subject=m.subject, sender=m.sender or "", received=_day(m.received_at),
+                                                reason=reason, dossier=ref))
+    shadow = [SimpleNamespace(purpose=o.purpose, to=", ".join(json.loads(o.recipients)), subject=o.subject,
+                              dossier=json.loads(o.detail).get("dossier"))
+              for o in session.exec(select(OutboxMail).where(OutboxMail.state == "shadow", OutboxMail.created_at >= since))]
+    return {
+        "team": team, "date": today.isoformat(), "now": _day(now), "dossier": None,
+        "new_dossiers": [SimpleNamespace(reference=d.reference, project_name=d.project_name,
+                                         organisation=d.organisation, opened=_day(d.opened_at))
+                         for d in dossiers if d.opened_at >= since],
+        "dossiers": rows, "due_today": due_today, "overdue": overdue,
+        "missing_bosa_copy": [SimpleNamespace(reference=d.reference, project_name=d.project_name)
+                              for d in dossiers if d.bosa_copy_missing],
+        "needs_person": needs_person, "shadow": shadow,
+    }
+
+
+def _needs_person_reason(m: Message) -> str | None:
+    if m.status == "quarantined":
+        return f"set aside: {m.status_reason}"
+    if m.unlinked_sender:
+        return "from a sender not linked to the dossier"
+    if m.kind == "unrelated":
+        return f"unrelated: {m.kind_reason}"
+    if m.kind == "reply":
+        return "a client's question in a dossier"
+    if m.defects and m.kind != "submission":
+        return f"a malformed mail: {m.defects[:120]}"
+    return None
+
+
+def digest_draft(session: Session, team: str, now: dt.datetime, settings: Settings,
+                 calendar: BusinessCalendar, renderer: Renderer) -> Draft:
+    box = settings.mailboxes[team]
+    context = digest_context(session, team, now, calendar)
+    rendered = renderer.render("digest", box.language, context)
+    counts = {k: len(context[k]) for k in ("new_dossiers", "dossiers", "due_today", "overdue", "missing_bosa_copy",
+                                           "needs_person", "shadow")}
+    return Draft("digest", settings.mailboxes[settings.answers.from_mailbox].address, (box.address,), (),
+                 rendered, rendered.subject, None, None, None, (), {"team": team, "counts": counts},
+                 client_mail=False)

@@ -1,0 +1,65 @@
+"""Render a purpose's texts from the Jinja2 templates in templates/ (staff edit those files).
+
+`<purpose>.<language>.txt` starts with a `Subject:` line; `<purpose>.<language>.html` is the
+HTML alternative. A client whose language is unsure gets French and Dutch in one mail.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
+
+from mailbot.errors import MailbotError
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+class TemplateProblem(MailbotError):
+    """A template is missing or fails to render; staff must fix templates/."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+    language: str  # fr | nl | en, or "fr+nl" for both
+
+
+class Renderer:
+    def __init__(self, folder: Path = TEMPLATES) -> None:
+        self.env = Environment(loader=FileSystemLoader(str(folder)), autoescape=select_autoescape(["html"]),
+                               trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined)
+
+    def _one(self, purpose: str, language: str, context: dict[str, Any]) -> Rendered:
+        ctx = dict(context, language=language)
+        try:
+            text = self.env.get_template(f"{purpose}.{language}.txt").render(ctx)
+            html = self.env.get_template(f"{purpose}.{language}.html").render(ctx)
+        except TemplateError as exc:
+            raise TemplateProblem(f"templates/{purpose}.{language}: {exc.__class__.__name__}: {exc}") from exc
+        first, _, body = text.partition("\n")
+        subject = first.removeprefix("Subject:").strip() if first.startswith("Subject:") else ""
+        return Rendered(" ".join(subject.split()), body.lstrip("\n"), html, language)
+
+    def render(self, purpose: str, language: str | None, context: dict[str, Any]) -> Rendered:
+        """`language` None: both French and Dutch, French first."""
+        if language is not None:
+            return self._one(purpose, language, context)
+        fr, nl = self._one(purpose, "fr", context), self._one(purpose, "nl", context)
+        # One HTML document: the Dutch body goes inside the French page, after a rule.
+        html = _BODY.sub(lambda m: m.group(1) + m.group(2) + '<hr>' + _inner(nl.html) + m.group(3), fr.html, count=1)
+        return Rendered(f"{fr.subject} / {nl.subject}", f"{fr.text}\n\n-- Nederlandse versie --\n\n{nl.text}",
+                        html, "fr+nl")
+
+
+_BODY = re.compile(r"(<body[^>]*>)(.*)(</body>)", re.S | re.I)
+
+
+def _inner(html: str) -> str:
+    match = _BODY.search(html)
+    return match.group(2) if match else html

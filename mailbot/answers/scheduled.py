@@ -1,0 +1,82 @@
+"""Mail the scheduled jobs send: deadline warnings and escalations, and client reminders."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from sqlmodel import Session, col, select
+
+from mailbot.answers.outbox import Draft
+from mailbot.answers.plan import dossier_view
+from mailbot.answers.render import Renderer
+from mailbot.calendar import BusinessCalendar
+from mailbot.config import Settings
+from mailbot.dossiers.state import waiting_for
+from mailbot.store.models import Contact, Dossier, Event, Message, OutboxMail
+from mailbot.sweep import Alert
+
+BRUSSELS = ZoneInfo("Europe/Brussels")
+CLIENT_DOCUMENTS = ("order_form", "corrected_order_form", "convention", "signed_order_form", "id_copy")
+# Events that show the client moved: the reminder clock counts from the last of them.
+CLIENT_MOVES = ("dossier_opened", "form_incomplete", "form_complete", "form_unusable", "convention_received",
+                "signed_form_received", "id_copy_received", "prevalidated")
+
+
+def _now(at: dt.datetime) -> str:
+    return at.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M")
+
+
+def alert_draft(session: Session, alert: Alert, now: dt.datetime, settings: Settings,
+                calendars: dict[str, BusinessCalendar], renderer: Renderer) -> Draft:
+    """A warning the day before the due day, or an escalation once it passed, to the party's staff."""
+    deadline, dossier = alert.item.deadline, alert.item.dossier
+    calendar = calendars[deadline.calendar]
+    late = max(calendar.business_days_between(deadline.due, now.astimezone(BRUSSELS).date()), 1)
+    last = session.exec(select(Message.subject).where(Message.dossier_id == dossier.id)
+                        .order_by(col(Message.id).desc())).first() or ""
+    context = {"dossier": dossier_view(dossier), "now": _now(now), "deadline": deadline.name,
+               "due": deadline.due.isoformat(), "started": deadline.started_at.astimezone(BRUSSELS).date().isoformat(),
+               "waiting": [(w.party, w.what) for w in waiting_for(dossier)], "last_mail": last}
+    if alert.kind == "escalation":
+        context["days_late"] = late
+    party = settings.mailboxes[deadline.party]
+    rendered = renderer.render(alert.kind, "en", context)
+    cc = (settings.mailboxes["bosa"].address,) if alert.kind == "escalation" and deadline.party != "bosa" else ()
+    subject = f"[{dossier.reference}] {rendered.subject}"
+    return Draft(alert.kind, settings.mailboxes[settings.answers.from_mailbox].address, (party.address,), cc,
+                 rendered, subject, dossier.id, None, None, (),
+                 {"dossier": dossier.reference, "deadline": deadline.name, "due": deadline.due.isoformat()},
+                 client_mail=False)
+
+
+def reminder_drafts(session: Session, now: dt.datetime, settings: Settings, calendar: BusinessCalendar,
+                    renderer: Renderer) -> list[Draft]:
+    """Clients who have owed a document for `reminder_days` business days, reminded once per period."""
+    days = settings.answers.reminder_days
+    today = now.astimezone(BRUSSELS).date()
+    drafts = []
+    for dossier in session.exec(select(Dossier).where(Dossier.access_sent == False)):  # noqa: E712
+        owed = [w.what for w in waiting_for(dossier) if w.party == "client" and w.what in CLIENT_DOCUMENTS]
+        if not owed:
+            continue
+        last_move = session.exec(select(Event.at).where(Event.dossier_id == dossier.id, col(Event.kind).in_(CLIENT_MOVES))
+                                 .order_by(col(Event.at).desc())).first()
+        last_reminder = session.exec(select(OutboxMail.created_at).where(OutboxMail.dossier_id == dossier.id,
+                                                                         OutboxMail.purpose == "reminder")
+                                     .order_by(col(OutboxMail.created_at).desc())).first()
+        since = max(t for t in (last_move, last_reminder) if t is not None)
+        idle = calendar.business_days_between(since.astimezone(BRUSSELS).date(), today)
+        if idle < days:
+            continue
+        sender = session.exec(select(Contact.email).where(Contact.dossier_id == dossier.id)
+                              .order_by(col(Contact.id))).first()
+        if sender is None:
+            continue
+        language = dossier.language
+        rendered = renderer.render("reminder", language, {"dossier": dossier_view(dossier), "now": _now(now),
+                                                          "waiting": owed, "days": idle})
+        drafts.append(Draft("reminder", settings.mailboxes[settings.answers.from_mailbox].address, (sender,), (),
+                            rendered, f"[{dossier.reference}] {rendered.subject}", dossier.id, None, None, (),
+                            {"dossier": dossier.reference, "waiting": owed}))
+    return drafts

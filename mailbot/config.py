@@ -1,0 +1,169 @@
+"""The configuration: a TOML file read into typed, validated settings, passed in explicitly.
+
+Every key has a default (see config.example.toml); a mistake is reported as one sentence
+naming the key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mailbot.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _email(value: str) -> str:
+    value = value.strip().lower()
+    local, _, domain = value.partition("@")
+    if not local or "." not in domain or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return value
+
+
+class Mailbox(_Strict):
+    address: str
+    # Staff who write from their own address rather than the shared mailbox.
+    staff: tuple[str, ...] = ()
+    language: str = "fr"  # of the staff digest: "fr", "nl" or "en"
+
+    _check_address = field_validator("address")(lambda cls, v: _email(v))
+    _check_staff = field_validator("staff")(lambda cls, v: tuple(_email(a) for a in v))
+
+
+class Deadline(_Strict):
+    days: int = Field(gt=0)
+    calendar: str = "public"
+    party: str = "worldline"  # the mailbox whose staff must act
+
+
+class Deadlines(_Strict):
+    prevalidation: Deadline = Deadline(days=3)
+    encoding: Deadline = Deadline(days=6)
+
+
+class Process(_Strict):
+    # Prefix of the dossier references the bot puts in its subjects: [EPAY-2026-0042].
+    reference_prefix: str = "EPAY"
+    timezone: str = "Europe/Brussels"
+
+
+class Schedule(_Strict):
+    """When the sweeps and digests run: on business days of `calendar`, Brussels time."""
+    calendar: str = "public"
+    sweep_times: tuple[dt.time, ...] = (dt.time(9, 0), dt.time(11, 0), dt.time(14, 0), dt.time(16, 0))
+    digest_time: dt.time = dt.time(8, 30)
+
+
+class Answers(_Strict):
+    from_mailbox: str = "worldline"  # the watched mailbox the bot writes from
+    reminder_days: int = Field(default=5, gt=0)  # business days a client may owe a document
+    per_purpose_per_day: int = Field(default=1, gt=0)  # per address and dossier (RFC 3834)
+    per_address_per_day: int = Field(default=10, gt=0)
+    shadow: bool = False  # read, file and keep deadlines, but send nothing to clients
+
+
+class Files(_Strict):
+    """Relative paths are taken from the project's folder, wherever mailbot is started."""
+    form_rules: Path = ROOT / "rules" / "order_form.toml"
+    subject_rules: Path = ROOT / "rules" / "subjects.toml"
+    document_rules: Path = ROOT / "rules" / "documents.toml"
+    robot_rules: Path = ROOT / "rules" / "robots.toml"
+    calendars: Path = ROOT / "rules" / "calendars.toml"
+
+    @field_validator("*")
+    @classmethod
+    def _from_root(cls, value: Path) -> Path:
+        return value if value.is_absolute() else ROOT / value
+
+
+class Database(_Strict):
+    url: str = f"sqlite:///{ROOT / 'data' / 'mailbot.sqlite'}"
+
+    @field_validator("url")
+    @classmethod
+    def _sqlite_from_root(cls, value: str) -> str:
+        path = value.removeprefix("sqlite:///")
+        if value.startswith("sqlite:///") and path and not path.startswith(("/", ":memory:")):
+            return f"sqlite:///{ROOT / path}"
+        return value
+
+
+class Settings(_Strict):
+    mailboxes: dict[str, Mailbox]
+    database: Database = Database()
+    deadlines: Deadlines = Deadlines()
+    process: Process = Process()
+    schedule: Schedule = Schedule()
+    answers: Answers = Answers()
+    files: Files = Files()
+
+    @field_validator("mailboxes")
+    @classmethod
+    def _both_mailboxes(cls, value: dict[str, Mailbox]) -> dict[str, Mailbox]:
+        missing = {"worldline", "bosa"} - set(value)
+        if missing:
+            raise ValueError(f"the mailbox(es) {', '.join(sorted(missing))} must be configured")
+        return value
+
+    @model_validator(mode="after")
+    def _known_names(self) -> "Settings":
+        if self.answers.from_mailbox not in self.mailboxes:
+            raise ValueError(f"answers.from_mailbox names no configured mailbox ({self.answers.from_mailbox!r})")
+        for name in ("prevalidation", "encoding"):
+            party = getattr(self.deadlines, name).party
+            if party not in self.mailboxes:
+                raise ValueError(f"deadlines.{name}.party names no configured mailbox ({party!r})")
+        return self
+
+    def mailbox_of(self, address: str) -> str | None:
+        """The name of the watched mailbox whose shared address or staff list has `address`."""
+        address = address.lower()
+        for name, box in self.mailboxes.items():
+            if address == box.address or address in box.staff:
+                return name
+        return None
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        return frozenset(box.address for box in self.mailboxes.values())
+
+
+def _sentence(error: ValidationError, source: str) -> str:
+    # A misspelt key explains the "required" error that comes with it: name it first.
+    first = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
+    where = ".".join(str(p) for p in first["loc"]) or "the file"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "is not a known key (see config.example.toml)"
+    elif first["type"] == "missing":
+        message = "is required"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{source}: {where} {message}{more}"
+
+
+def parse_settings(data: dict[str, Any], source: str = "configuration") -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_sentence(exc, source)) from None
+
+
+def load_settings(path: Path | str) -> Settings:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: the configuration file does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    return parse_settings(data, str(path))

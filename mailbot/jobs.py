@@ -1,0 +1,41 @@
+"""The scheduled jobs, the same for the daemon (APScheduler) and the replay (simulated clock).
+
+What is due is derived from the database at each run, so a job missed during downtime is
+made up by the next one and two runs never act twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlmodel import Session
+
+from mailbot.answers.digest import digest_draft
+from mailbot.answers.outbox import enqueue
+from mailbot.answers.scheduled import alert_draft, reminder_drafts
+from mailbot.pipeline import Context
+from mailbot.sweep import sweep
+
+
+def run_sweep(ctx: Context, now: dt.datetime) -> None:
+    """Warnings and escalations for deadlines, in one transaction with their outbox mails."""
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        for alert in sweep(session, now, ctx.calendars):
+            draft = alert_draft(session, alert, now, ctx.settings, ctx.calendars, ctx.renderer)
+            enqueue(session, draft, now, ctx.limits, shadow=ctx.settings.answers.shadow)
+        session.commit()
+
+
+def run_digest(ctx: Context, now: dt.datetime) -> None:
+    """The morning round: client reminders, then one triage summary per team."""
+    calendar = ctx.calendars[ctx.settings.schedule.calendar]
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        for draft in reminder_drafts(session, now, ctx.settings, calendar, ctx.renderer):
+            enqueue(session, draft, now, ctx.limits, shadow=ctx.settings.answers.shadow)
+        session.flush()
+        for team in ("worldline", "bosa"):
+            enqueue(session, digest_draft(session, team, now, ctx.settings, calendar, ctx.renderer), now, ctx.limits)
+        session.commit()
+
+
+JOBS = {"sweep": run_sweep, "digest": run_digest}

@@ -1,0 +1,1 @@
+"""Reading mail: parsing, subject lines, attachments and documents, message kinds."""

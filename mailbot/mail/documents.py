@@ -1,0 +1,254 @@
+"""Which of a mail's attachments are the process's documents.
+
+Every signal counts: the content (the form checker on workbooks, PDF text and metadata, the
+file type), the file name in FR/NL/EN, which inbox, and the dossier's current step — a client
+who answers "please send the signed form and your ID" with `scan_001.pdf` and `IMG_2041.jpg`
+has sent exactly those. Pure apart from reading the attachments' bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tomllib
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from mailbot.errors import RulesError
+from mailbot.forms import FormCheck, FormRules, check_form
+from mailbot.mail.model import Attachment, ParsedMail
+
+DEFAULT_RULES = Path(__file__).resolve().parents[2] / "rules" / "documents.toml"
+KINDS = ("order_form", "convention", "signed_order_form", "id_copy")
+
+
+@dataclass(frozen=True)
+class DocumentRules:
+    names: dict[str, tuple[str, ...]]
+    text: dict[str, tuple[str, ...]]
+    attached: tuple[str, ...]
+    min_picture_bytes: int
+    signature_picture: re.Pattern[str]
+    signature_picture_max_bytes: int
+    pdf_text_max_bytes: int
+    pdf_text_pages: int
+
+
+def load_document_rules(path: Path | str | None = None) -> DocumentRules:
+    path = Path(path or DEFAULT_RULES)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        names, text, limits = data["names"], data["text"], data["limits"]
+        for key in ("order_form", "convention", "id_copy", "signed"):
+            if not isinstance(names.get(key), list):
+                raise RulesError(f"{path}: [names] needs a list '{key}'")
+        return DocumentRules(
+            names={k: tuple(fold(w) for w in v) for k, v in names.items()},
+            text={k: tuple(fold(w) for w in v) for k, v in text.items()},
+            attached=tuple(fold(w) for w in data["announce"]["attached"]),
+            min_picture_bytes=int(limits["min_picture_bytes"]),
+            signature_picture=re.compile(limits["signature_picture"], re.IGNORECASE),
+            signature_picture_max_bytes=int(limits["signature_picture_max_bytes"]),
+            pdf_text_max_bytes=int(limits["pdf_text_max_bytes"]),
+            pdf_text_pages=int(limits["pdf_text_pages"]),
+        )
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError, re.error) as exc:
+        raise RulesError(f"{path}: {exc.__class__.__name__}: {exc}") from exc
+
+
+@lru_cache(maxsize=4)
+def default_document_rules() -> DocumentRules:
+    return load_document_rules(DEFAULT_RULES)
+
+
+def fold(text: str) -> str:
+    """Lower case, no accents, every run of punctuation or space one space."""
+    text = unicodedata.normalize("NFKD", str(text).casefold())
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return " ".join(re.sub(r"[\W_]+", " ", text).split())
+
+
+def has_word(folded: str, words: tuple[str, ...]) -> bool:
+    padded = f" {folded} "
+    return any(f" {w} " in padded for w in words)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the dossier is waiting for, as far as attachments are concerned."""
+    form_complete: bool = False
+    wants_signed_form: bool = False
+    wants_id_copy: bool = False
+    wants_convention: bool = False
+
+
+@dataclass(frozen=True)
+class Document:
+    kind: str  # one of KINDS
+    index: int  # the attachment's position in mail.attachments
+    reason: str  # the signal that decided
+    check: FormCheck | None = None  # the form check, for workbooks
+    usable: bool = True  # False: an attempt at the order form that cannot be used
+
+
+@dataclass(frozen=True)
+class Reading:
+    documents: tuple[Document, ...]
+    ignored: tuple[tuple[int, str], ...]  # (attachment index, why it is not a document)
+
+    def of(self, kind: str) -> tuple[Document, ...]:
+        return tuple(d for d in self.documents if d.kind == kind)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(d.kind for d in self.documents))
+
+
+def file_type(att: Attachment) -> str:
+    """workbook | old_office | pdf | picture | other, from the content first, then the name."""
+    head = att.data[:8]
+    name = att.filename.lower()
+    if head.startswith(b"%PDF") or (not head and name.endswith(".pdf")):
+        return "pdf"
+    if head.startswith((b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"II*\x00", b"MM\x00*", b"BM")) or \
+            att.data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1") or att.content_type.startswith("image/"):
+        return "picture"
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        return "old_office"
+    if head.startswith(b"PK") and (b"xl/" in att.data[:65536] or name.endswith((".xlsx", ".xlsm"))):
+        return "workbook"
+    if name.endswith((".xlsx", ".xlsm", ".xls", ".ods")) or "spreadsheet" in att.content_type or "excel" in att.content_type:
+        return "workbook"
+    if name.endswith(".pdf") or att.content_type == "application/pdf":
+        return "pdf"
+    return "other"
+
+
+def _pdf_text(att: Attachment, rules: DocumentRules) -> str:
+    """The first pages' text and the metadata, folded; '' for scans or unreadable PDFs."""
+    if att.size > rules.pdf_text_max_bytes:
+        return ""
+    try:
+        from pypdf import PdfReader
+
+        reader = PdfReader(io.BytesIO(att.data), strict=False)
+        meta = reader.metadata or {}
+        parts = [str(meta.get(k, "")) for k in ("/Title", "/Subject", "/Keywords")]
+        for page in reader.pages[: rules.pdf_text_pages]:
+            parts.append(page.extract_text() or "")
+        return fold(" ".join(parts))[:20000]
+    except Exception:  # noqa: BLE001 - any broken PDF just gives no text signal
+        return ""
+
+
+def _name_kind(name: str, rules: DocumentRules) -> str | None:
+    for kind in ("convention", "id_copy", "order_form"):
+        if has_word(name, rules.names[kind]):
+            return kind
+    return None
+
+
+def read_documents(mail: ParsedMail, form_rules: FormRules, step: Step | None = None,
+                   inboxes: tuple[str, ...] = (), rules: DocumentRules | None = None,
+                   form_checks: dict[int, FormCheck] | None = None) -> Reading:
+    """Classify each attachment; `inboxes` names where the mail was seen (worldline, bosa).
+    `form_checks` keeps the workbooks' checks by attachment index, so a second reading of the
+    same mail (once its dossier is known) does not check them again."""
+    form_checks = {} if form_checks is None else form_checks
+    rules = rules or default_document_rules()
+    step = step or Step()
+    documents: list[Document] = []
+    ignored: list[tuple[int, str]] = []
+    unknown: list[tuple[int, str]] = []  # (index, file type) with no signal of their own
+    form_like: list[tuple[int, str]] = []  # PDFs or pictures that say they are the order form
+    for index, att in enumerate(mail.attachments):
+        kind_of_file = file_type(att)
+        name = fold(att.filename.rsplit(".", 1)[0] if "." in att.filename else att.filename)
+        named = _name_kind(name, rules)
+        if kind_of_file == "picture" and _is_logo(att, rules):
+            ignored.append((index, "a small or inline picture (a signature logo)"))
+            continue
+        if kind_of_file in ("workbook", "old_office"):
+            check = form_checks.get(index)
+            if check is None:
+                check = form_checks[index] = check_form(att.data, name=att.filename or "attachment.xlsx", rules=form_rules)
+            if check.is_order_form or any(p.code != "not_an_order_form" for p in check.problems if p.field == "form"):
+                documents.append(Document("order_form", index, "a workbook read by the form checker",
+                                          check, usable=check.is_order_form))
+            elif named == "order_form":
+                documents.append(Document("order_form", index, "a workbook named as the order form", check, usable=False))
+            else:
+                ignored.append((index, "a workbook that is not the order form"))
+            continue
+        if kind_of_file not in ("pdf", "picture"):
+            if named == "order_form":
+                # A .docx or an odd format named as the form: the client tried to send it.
+                documents.append(Document("order_form", index, f"a {kind_of_file} file named as the order form", usable=False))
+            else:
+                ignored.append((index, f"not a document of the process ({att.content_type})"))
+            continue
+        signed = has_word(name, rules.names["signed"])
+        if named is None and kind_of_file == "pdf":
+            text = _pdf_text(att, rules)
+            for kind in ("convention", "order_form", "id_copy"):
+                if text and has_word(text, rules.text.get(kind, ())):
+                    named = kind
+                    break
+        if named in ("convention", "id_copy"):
+            documents.append(Document(named, index, f"the {kind_of_file}'s name or text says so"))
+        elif named == "order_form":
+            form_like.append((index, kind_of_file))
+        elif signed and kind_of_file == "pdf":
+            form_like.append((index, kind_of_file))
+        else:
+            unknown.append((index, kind_of_file))
+    has_workbook = any(d.kind == "order_form" and d.usable for d in documents)
+    for index, kind_of_file in form_like:
+        if has_workbook or step.form_complete:
+            documents.append(Document("signed_order_form", index, f"a {kind_of_file} of the order form, with the form already sent"))
+        else:
+            documents.append(Document("order_form", index, f"the order form as a {kind_of_file} instead of the Excel workbook",
+                                      usable=False))
+    documents.extend(_by_step(unknown, documents, step, inboxes))
+    taken = {d.index for d in documents}
+    ignored.extend((i, "no sign of which document it is") for i, _ in unknown if i not in taken)
+    return Reading(tuple(sorted(documents, key=lambda d: d.index)), tuple(sorted(ignored)))
+
+
+def _is_logo(att: Attachment, rules: DocumentRules) -> bool:
+    if att.size < rules.min_picture_bytes:
+        return True
+    return bool(rules.signature_picture.match(att.filename)) and att.size <= rules.signature_picture_max_bytes
+
+
+def _by_step(unknown: list[tuple[int, str]], found: list[Document], step: Step, inboxes: tuple[str, ...]) -> list[Document]:
+    """Files without a signal of their own, read in the light of what the dossier waits for."""
+    have = {d.kind for d in found}
+    wanted = []
+    if step.wants_signed_form and "signed_order_form" not in have:
+        wanted.append("signed_order_form")
+    if step.wants_id_copy and "id_copy" not in have:
+        wanted.append("id_copy")
+    out: list[Document] = []
+    pool = list(unknown)
+    # The signed form is usually a PDF scan, the identity card a photo: match by type first.
+    for kind, prefer in (("signed_order_form", "pdf"), ("id_copy", "picture")):
+        if kind not in wanted or not pool:
+            continue
+        pick = next((u for u in pool if u[1] == prefer), pool[0])
+        pool.remove(pick)
+        out.append(Document(kind, pick[0], f"an unnamed {pick[1]} while the dossier waits for the {kind.replace('_', ' ')}"))
+    if pool and step.wants_convention and "convention" not in have and inboxes == ("bosa",):
+        pick = next((u for u in pool if u[1] == "pdf"), None)
+        if pick:
+            out.append(Document("convention", pick[0], "an unnamed PDF sent to BOSA alone while the convention is awaited"))
+    return out
+
+
+def announces_form(mail: ParsedMail, rules: DocumentRules | None = None) -> bool:
+    """The body says the order form is attached ("ci-joint le bon de commande")."""
+    rules = rules or default_document_rules()
+    body = fold(mail.body_text[:5000])
+    return has_word(body, rules.attached) and has_word(body, rules.names["order_form"])

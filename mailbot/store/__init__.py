@@ -1,0 +1,1 @@
+"""Storage: SQLModel tables, the database session, Alembic migrations."""

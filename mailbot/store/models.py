@@ -1,0 +1,198 @@
+"""The database tables (SQLModel). The schema is managed by the Alembic migrations beside.
+
+Only metadata and hashes of attachments are stored, never their bytes (identity cards are
+personal data).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Column, DateTime, Index, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware datetimes in, aware UTC datetimes out, on every database (SQLite keeps no zone)."""
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: mailbot stores aware times only")
+        value = value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+def _utc() -> Column:
+    return Column(UTCDateTime(), nullable=False)
+
+
+def _utc_null() -> Column:
+    return Column(UTCDateTime(), nullable=True)
+
+
+class Dossier(SQLModel, table=True):
+    """One client project going through the six steps."""
+    id: int | None = Field(default=None, primary_key=True)
+    reference: str = Field(unique=True, index=True)  # EPAY-2026-0042
+    project_name: str
+    project_key: str = Field(index=True)
+    organisation: str | None = None
+    enterprise_number: str | None = Field(default=None, index=True)
+    language: str | None = None  # fr | nl, from the form, the subject or the mail
+    # The process as flags, since steps overlap (the convention comes in parallel).
+    form_status: str = "none"  # none | attempted | incomplete | complete
+    convention_received: bool = False
+    prevalidated: bool = False
+    signed_form_received: bool = False
+    id_copy_received: bool = False
+    access_sent: bool = False
+    bosa_copy_missing: bool = False  # an order form came without BOSA in copy
+    opened_at: dt.datetime = Field(sa_column=_utc())
+    updated_at: dt.datetime = Field(sa_column=_utc())
+
+
+class Contact(SQLModel, table=True):
+    """An address linked to a dossier: may receive its details."""
+    __table_args__ = (UniqueConstraint("dossier_id", "email"),)
+    id: int | None = Field(default=None, primary_key=True)
+    dossier_id: int = Field(foreign_key="dossier.id", index=True)
+    email: str = Field(index=True)
+    role: str  # sender | business | technical | billing
+
+
+class Message(SQLModel, table=True):
+    """One mail, however many mailboxes it was seen in. Recorded before it is acted on."""
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, index=True)  # "mid:<message-id>" or "hash:<sha256>"
+    message_id: str | None = Field(default=None, index=True)
+    content_hash: str = Field(index=True)
+    subject: str = ""
+    sender: str | None = None
+    sent_at: dt.datetime | None = Field(default=None, sa_column=_utc_null())  # the Date header
+    received_at: dt.datetime = Field(sa_column=_utc())  # first seen by the bot
+    kind: str | None = None  # bounce | auto_reply | submission | staff | reply | unrelated
+    kind_reason: str = ""
+    dossier_id: int | None = Field(default=None, foreign_key="dossier.id", index=True)
+    unlinked_sender: bool = False  # in a dossier's thread but from an address not linked to it
+    documents: str = ""  # comma-separated document kinds found
+    defects: str = ""  # the parser's defects, "; "-separated
+    status: str = "received"  # received | processed | quarantined
+    status_reason: str = ""
+    attempts: int = 0
+
+
+class Sighting(SQLModel, table=True):
+    """Where a message was seen: mailbox, folder and, on IMAP, UIDVALIDITY and UID."""
+    __table_args__ = (
+        UniqueConstraint("mailbox", "folder", "uidvalidity", "uid"),
+        Index("ix_sighting_message_place", "message_pk", "mailbox", "folder"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    message_pk: int = Field(foreign_key="message.id", index=True)
+    mailbox: str  # worldline | bosa
+    folder: str  # INBOX | Sent | ...
+    uidvalidity: int | None = None
+    uid: int | None = None
+    seen_at: dt.datetime = Field(sa_column=_utc())
+
+
+class AttachmentRecord(SQLModel, table=True):
+    __tablename__ = "attachment"
+    id: int | None = Field(default=None, primary_key=True)
+    message_pk: int = Field(foreign_key="message.id", index=True)
+    filename: str
+    content_type: str
+    size: int
+    sha256: str = Field(index=True)
+    origin: str = "direct"
+    document: str | None = None  # order_form | convention | signed_order_form | id_copy
+    reason: str = ""  # why it was classified so
+
+
+class FormCheckRecord(SQLModel, table=True):
+    __tablename__ = "form_check"
+    id: int | None = Field(default=None, primary_key=True)
+    message_pk: int = Field(foreign_key="message.id", index=True)
+    dossier_id: int | None = Field(default=None, foreign_key="dossier.id", index=True)
+    filename: str
+    sha256: str
+    complete: bool
+    language: str | None = None
+    version: str | None = None
+    problems: str = "[]"  # JSON [[field, code, message], ...]
+    values: str = "{}"  # JSON {field: normalised value}
+    checked_at: dt.datetime = Field(sa_column=_utc())
+
+
+class Event(SQLModel, table=True):
+    """The dossier's audit trail: every change with its time and cause."""
+    id: int | None = Field(default=None, primary_key=True)
+    dossier_id: int = Field(foreign_key="dossier.id", index=True)
+    at: dt.datetime = Field(sa_column=_utc())
+    kind: str
+    message_pk: int | None = Field(default=None, foreign_key="message.id")
+    detail: str = ""
+
+
+class Deadline(SQLModel, table=True):
+    __table_args__ = (Index("ix_deadline_open_due", "state", "due"),)
+    id: int | None = Field(default=None, primary_key=True)
+    dossier_id: int = Field(foreign_key="dossier.id", index=True)
+    name: str  # prevalidation | encoding
+    party: str  # the mailbox whose staff must act
+    calendar: str
+    started_at: dt.datetime = Field(sa_column=_utc())
+    due: dt.date  # the last business day on which it is still met
+    state: str = "open"  # open | met | paused | cancelled
+    closed_at: dt.datetime | None = Field(default=None, sa_column=_utc_null())
+    warned_at: dt.datetime | None = Field(default=None, sa_column=_utc_null())
+    escalated_at: dt.datetime | None = Field(default=None, sa_column=_utc_null())
+
+
+class OutboxMail(SQLModel, table=True):
+    """A mail the bot will send, written in the same transaction as the decision that made it.
+    Its Message-ID is fixed in advance, so a crash can never send it twice unnoticed."""
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_state", "state", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(unique=True, index=True)  # without angle brackets
+    purpose: str = Field(index=True)
+    dossier_id: int | None = Field(default=None, foreign_key="dossier.id", index=True)
+    cause_pk: int | None = Field(default=None, foreign_key="message.id")  # the mail it answers
+    sender: str
+    recipients: str  # JSON ["a@b", ...]
+    cc: str = "[]"  # JSON
+    subject: str
+    language: str
+    body_text: str
+    body_html: str
+    in_reply_to: str | None = None
+    references: str = ""  # space-separated <ids>
+    detail: str = "{}"  # JSON: problems, deadline and due day, for the timeline and the digest
+    created_at: dt.datetime = Field(sa_column=_utc())
+    not_before: dt.datetime | None = Field(default=None, sa_column=_utc_null())
+    state: str = "pending"  # pending | sending | sent | failed | shadow
+    attempts: int = 0
+    last_error: str = ""
+    sent_at: dt.datetime | None = Field(default=None, sa_column=_utc_null())
+
+
+class Decision(SQLModel, table=True):
+    """Why the bot answered a mail or not: which header, which rule, which limit."""
+    id: int | None = Field(default=None, primary_key=True)
+    message_pk: int | None = Field(default=None, foreign_key="message.id", index=True)
+    dossier_id: int | None = Field(default=None, foreign_key="dossier.id", index=True)
+    at: dt.datetime = Field(sa_column=_utc())
+    purpose: str | None = None
+    answered: bool
+    reason: str

@@ -1,0 +1,46 @@
+"""The configuration: the example file is valid, and each mistake is one clear sentence."""
+
+import pytest
+
+from mailbot.config import ROOT, load_settings, parse_settings
+from mailbot.errors import ConfigError
+
+BOXES = {"worldline": {"address": "ecom@worldline.localhost"}, "bosa": {"address": "sm@bosa.localhost"}}
+
+
+def test_example_and_sandbox_configs_load():
+    example = load_settings(ROOT / "config.example.toml")
+    assert example.mailboxes["worldline"].address == "ecom-belgium@worldline.com"
+    assert example.deadlines.prevalidation.days == 3 and example.deadlines.encoding.days == 6
+    assert example.files.calendars.is_absolute()
+    sandbox = load_settings(ROOT / "data" / "sandbox.toml")
+    assert all(box.address.endswith(".localhost") for box in sandbox.mailboxes.values())
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"mailboxes": {"worldline": BOXES["worldline"]}}, "mailboxes the mailbox(es) bosa must be configured"),
+    ({"mailboxes": BOXES, "colour": "blue"}, "colour is not a known key"),
+    ({"mailboxes": {**BOXES, "bosa": {"address": "not an address"}}}, "mailboxes.bosa.address"),
+    ({"mailboxes": BOXES, "deadlines": {"encoding": {"days": 0}}}, "deadlines.encoding.days"),
+    ({"mailboxes": BOXES, "answers": {"from_mailbox": "gmail"}}, "answers.from_mailbox names no configured mailbox"),
+    ({"mailboxes": {**BOXES, "bosa": {"adress": "x@y.be"}}}, "mailboxes.bosa.adress is not a known key"),
+])
+def test_mistakes_are_one_sentence(data, words):
+    with pytest.raises(ConfigError) as err:
+        parse_settings(data, "my.toml")
+    message = str(err.value)
+    assert message.startswith("my.toml: ") and words in message
+    assert "\n" not in message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_staff_addresses_name_their_mailbox():
+    settings = parse_settings({"mailboxes": {**BOXES, "worldline": {"address": "Ecom@Worldline.localhost",
+                                                                    "staff": ["Morad@Worldline.localhost"]}}})
+    assert settings.mailbox_of("morad@worldline.localhost") == "worldline"
+    assert settings.mailbox_of("ECOM@worldline.localhost") == "worldline"
+    assert settings.mailbox_of("client@lier.be") is None
