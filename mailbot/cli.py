@@ -63,6 +63,11 @@ def _timeline_line(event: dict) -> str:
         cc = f" cc {', '.join(event['cc'])}" if event["cc"] else ""
         return (f"{at}  sent      {event.get('dossier') or '-':15} {event['purpose']:10} to {', '.join(event['to'])}{cc}"
                 f" [{event['language']}]  {event['subject'][:70]!r}")
+    if name == "dossier":
+        waits = ", ".join(f"{what} ({party})" for party, what in event["waiting"]) or "nothing"
+        late = [f"{d['name']} due {d['due']}" for d in event["deadlines"] if d["late"]]
+        return (f"{event['dossier']}  {event['project']!r}  stage {event['stage']}; waiting for {waits}"
+                + (f"; LATE: {', '.join(late)}" if late else "") + f"; {len(event['came'])} mail(s)")
     return f"{at}  {name:9} " + json.dumps({k: v for k, v in event.items() if k not in ('at', 'event')}, ensure_ascii=False)
 
 

@@ -141,4 +141,26 @@ def replay(paths: list[Path], ctx: Context, emit: Emit, until: dt.datetime | Non
         outbox.flush()
     if until is not None and until > clock:
         run_jobs(clock, until, ctx, outbox)
+        clock = until
+    for event in dossier_summaries(ctx, clock):
+        emit(event)
     return len(queue)
+
+
+def dossier_summaries(ctx: Context, now: dt.datetime) -> list[dict]:
+    """Per dossier, at the end: what came, what it waits for, what is late."""
+    from mailbot.dossiers.state import stage, waiting_for
+    from mailbot.store.models import Deadline, Dossier, Message
+
+    today = now.astimezone(BRUSSELS).date()
+    with Session(ctx.engine) as session:
+        out = []
+        for d in session.exec(select(Dossier).order_by(Dossier.reference)):
+            messages = session.exec(select(Message).where(Message.dossier_id == d.id).order_by(Message.id)).all()
+            deadlines = session.exec(select(Deadline).where(Deadline.dossier_id == d.id).order_by(Deadline.id)).all()
+            out.append({"event": "dossier", "at": now.isoformat(), "dossier": d.reference, "project": d.project_name,
+                        "stage": stage(d), "waiting": [[w.party, w.what] for w in waiting_for(d)],
+                        "came": [f"{m.kind}:{m.documents}" if m.documents else m.kind for m in messages],
+                        "deadlines": [{"name": x.name, "due": x.due.isoformat(), "state": x.state,
+                                       "late": x.state == "open" and x.due < today} for x in deadlines]})
+        return out

@@ -6,11 +6,13 @@ import email.policy
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlmodel import Session, select
 
 from mailbot.cli import SANDBOX_CONFIG as SANDBOX, main
 from mailbot.config import load_settings
-from mailbot.pipeline import Context
+from mailbot.pipeline import Context, Seen, handle
 from mailbot.replay import replay
 from mailbot.season import BRUSSELS, XLSX, Mail, brussels, pdf_bytes, season
 from mailbot.forms.builder import complete_values, fill_form
@@ -205,7 +207,11 @@ def test_cli_replay_json(tmp_path, capsys):
     assert main(["replay", "--json", "--config", str(SANDBOX), str(folder)]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(line["event"], line.get("purpose")) for line in lines] == [
-        ("received", None), ("sent", "form_complete"), ("received", None), ("sent", "form_incomplete"), ("received", None)]
+        ("received", None), ("sent", "form_complete"), ("received", None), ("sent", "form_incomplete"), ("received", None),
+        ("dossier", None), ("dossier", None)]
+    lier = lines[-1]
+    assert lier["dossier"] == "EPAY-2027-0002" and lier["stage"] == "form_incomplete"
+    assert ["client", "corrected_order_form"] in lier["waiting"]
     assert set(lines[0]) >= {"event", "at", "message_id", "mailboxes", "kind", "documents", "dossier"}
     assert lines[0]["message_id"] == "sambre-1@mail.client.example.net"
 
@@ -218,3 +224,31 @@ def test_cli_replay_timeline(tmp_path, capsys):
     assert sum(" received " in line for line in lines) == 13
     escalations = [line for line in lines if " sent " in line and "escalation" in line]
     assert len(escalations) == 2 and "EPAY-2027-0002" in escalations[0]
+
+
+@pytest.mark.parametrize("received_at, due", [
+    (brussels(2027, 3, 25, 10), "2027-03-31"),  # Easter Monday 29 March 2027
+    (brussels(2027, 11, 9, 10), "2027-11-15"),  # Armistice, Thursday 11 November 2027
+    (brussels(2026, 12, 23, 10), "2026-12-29"),  # Christmas Friday 25 December 2026
+    (brussels(2027, 5, 4, 10), "2027-05-10"),  # Ascension, Thursday 6 May 2027
+])
+def test_deadlines_skip_holidays(tmp_path, received_at, due):
+    settings = load_settings(SANDBOX)
+    wl = settings.mailboxes["worldline"].address
+    mail = Mail(received_at, "it@huy.be", [wl], "BOSA M1036 - Bon de commande – Ville de Huy", "ci-joint",
+                attachments=[("bdc.xlsx", fill_form("fr", complete_values("fr")), XLSX)])
+    events, _ = run(tmp_path, [mail], until=received_at + dt.timedelta(days=14))
+    alerts = [(e["purpose"], e["due"]) for e in events if e["event"] == "sent" and e["purpose"] in ("warning", "escalation")]
+    assert alerts == [("warning", due), ("escalation", due)]
+    [summary] = [e for e in events if e["event"] == "dossier"]
+    assert summary["deadlines"] == [{"name": "prevalidation", "due": due, "state": "open", "late": True}]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=3000))
+def test_no_byte_string_crashes_the_pipeline(tmp_path, raw):
+    ctx = Context.load(load_settings(SANDBOX), open_database(f"sqlite:///{tmp_path}/fuzz.sqlite"), max_attempts=1)
+    outcome = handle(raw, Seen("worldline"), brussels(2027, 3, 1, 9), ctx)
+    assert outcome.quarantined is None, outcome.quarantined
+    with Session(ctx.engine) as s:
+        assert s.get(Message, outcome.message_pk) is not None
