@@ -37,7 +37,16 @@ def cmd_check_form(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The embedded default: check every sample form shipped in data/samples."""
+    """The embedded default: a season of mail through a local sandbox, narrated."""
+    from mailbot.demo import run_demo
+
+    if args.forms:
+        return cmd_forms_demo(args)
+    return run_demo()
+
+
+def cmd_forms_demo(args: argparse.Namespace) -> int:
+    """Check every sample form shipped in data/samples."""
     files = sorted(SAMPLES.glob("*.xlsx"))
     if not files:
         print(f"no sample forms in {SAMPLES}; run: python data/make_samples.py", file=sys.stderr)
@@ -129,6 +138,47 @@ def cmd_digest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """The daemon: on the configuration's servers, or on a local sandbox without --config."""
+    import asyncio
+
+    from mailbot import logs
+    from mailbot.config import load_settings
+    from mailbot.daemon import Daemon
+
+    logs.setup()
+    if args.config:
+        settings = load_settings(args.config)
+        if args.shadow:
+            settings = settings.model_copy(update={"answers": settings.answers.model_copy(update={"shadow": True})})
+        return asyncio.run(Daemon(settings).serve())
+    from mailbot.transport.local import sandbox_for, sandbox_settings
+
+    sandbox, data = sandbox_for()
+    with sandbox:
+        settings = sandbox_settings(sandbox, data)
+        if args.shadow:
+            settings = settings.model_copy(update={"answers": settings.answers.model_copy(update={"shadow": True})})
+        wl = settings.mailboxes["worldline"].address
+        print(f"mailbot sandbox: send mail to {wl} (and {settings.mailboxes['bosa'].address}) through "
+              f"SMTP {sandbox.smtp_host}:{sandbox.smtp_port}; read the mailboxes over IMAP "
+              f"{sandbox.imap_host}:{sandbox.imap_port} (users worldline, bosa, outside; passwords in "
+              f"{sandbox.folder / 'credentials.json'}). Ctrl-C stops.", flush=True)
+        return asyncio.run(Daemon(settings).serve())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from mailbot.config import load_settings
+    from mailbot.status import render_status, status
+    from mailbot.store.db import open_database
+
+    settings = load_settings(args.config or SANDBOX_CONFIG)
+    url = args.db or (settings.database.url if args.config else f"sqlite:///{SANDBOX_CONFIG.parent / 'sandbox' / 'mailbot.sqlite'}")
+    report = status(open_database(url), settings)
+    print(json.dumps(report, ensure_ascii=False, indent=2, default=str) if args.json else render_status(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailbot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--until", help="run the scheduled jobs up to this ISO time")
     rep.add_argument("--json", action="store_true", help="one JSON object per line")
     rep.set_defaults(func=cmd_replay)
+    run = sub.add_parser("run", help="run the bot (without --config: on a local sandbox)")
+    run.add_argument("--config", help="configuration file (see config.example.toml)")
+    run.add_argument("--shadow", action="store_true", help="send nothing to clients; show staff what would go")
+    run.set_defaults(func=cmd_run)
+    st = sub.add_parser("status", help="mailboxes, outbox, quarantine and deadlines, from the database")
+    st.add_argument("--config", help="configuration file (default: the embedded sandbox)")
+    st.add_argument("--db", help="database URL (default: the configuration's)")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
     dig = sub.add_parser("digest", help="print or write today's triage summary from the database")
     dig.add_argument("--team", choices=["worldline", "bosa"], default="worldline")
     dig.add_argument("--html", metavar="FILE", help="write the HTML version to FILE")
@@ -151,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     dig.add_argument("--db", help="database URL (default: the configuration's)")
     dig.add_argument("--at", help="the summary as of this ISO time (default: now)")
     dig.set_defaults(func=cmd_digest)
-    demo = sub.add_parser("demo", help="run the bot on its embedded sample data")
+    demo = sub.add_parser("demo", help="a season of sample mail through a local sandbox, narrated")
+    demo.add_argument("--forms", action="store_true", help="only check the sample order forms in data/samples")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -30,8 +30,69 @@ def _email(value: str) -> str:
     return value
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+class Secret(_Strict):
+    """Where a password comes from: never the configuration file itself."""
+    password_env: str | None = None  # the name of an environment variable
+    password_file: Path | None = None  # a file holding the password (first line)
+
+    def password(self, what: str) -> str:
+        import os
+
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(f"{what}: the environment variable {self.password_env} is not set")
+            return value
+        if self.password_file:
+            try:
+                return self.password_file.read_text(encoding="utf-8").splitlines()[0]
+            except (OSError, IndexError) as exc:
+                raise ConfigError(f"{what}: cannot read the password file {self.password_file}") from exc
+        raise ConfigError(f"{what}: set password_env or password_file")
+
+
+def _security(host: str, security: str, where: str) -> None:
+    if security == "plain" and host not in LOOPBACK:
+        raise ValueError(f"{where}: security 'plain' is allowed only to a loopback host, not {host!r}")
+
+
+class Imap(Secret):
+    host: str
+    port: int = 993
+    user: str
+    security: str = Field(default="tls", pattern="^(tls|starttls|plain)$")
+    inbox: str = "INBOX"
+    sent: str = "Sent"  # where staff replies (and the bot's own sent mail) are
+    keyword: str = "$MailbotDone"  # set on processed mail where the server allows keywords
+    move_to: str | None = None  # else processed mail is moved here (keywords not allowed)
+
+    @model_validator(mode="after")
+    def _plain_only_on_loopback(self) -> "Imap":
+        _security(self.host, self.security, "imap")
+        return self
+
+
+class Smtp(Secret):
+    host: str
+    port: int = 587
+    user: str | None = None  # no AUTH when absent
+    security: str = Field(default="starttls", pattern="^(tls|starttls|plain)$")
+    # Exchange and Microsoft 365 keep a copy of what is sent in the Sent folder; other servers
+    # do not, and the bot then appends its copy there itself.
+    saves_to_sent: bool = False
+
+    @model_validator(mode="after")
+    def _plain_only_on_loopback(self) -> "Smtp":
+        _security(self.host, self.security, "smtp")
+        return self
+
+
 class Mailbox(_Strict):
     address: str
+    imap: Imap | None = None  # needed by `mailbot run`, not by replay
     # Staff who write from their own address rather than the shared mailbox.
     staff: tuple[str, ...] = ()
     language: str = "fr"  # of the staff digest: "fr", "nl" or "en"
@@ -72,6 +133,15 @@ class Answers(_Strict):
     shadow: bool = False  # read, file and keep deadlines, but send nothing to clients
 
 
+class Daemon(_Strict):
+    max_attempts: int = Field(default=3, gt=0)  # a mail failing this often is quarantined
+    idle_minutes: float = Field(default=25, gt=0, le=29)  # IDLE is re-issued before 29 minutes (RFC 2177)
+    poll_seconds: float = Field(default=60, gt=0)  # when the server has no IDLE
+    backoff_max_seconds: float = Field(default=300, gt=0)  # reconnect backoff ceiling (with jitter)
+    watchdog_minutes: float = Field(default=15, gt=0)  # a mailbox silent this long is reported once
+    send_retry_max_seconds: float = Field(default=900, gt=0)  # outbox retry backoff ceiling
+
+
 class Files(_Strict):
     """Relative paths are taken from the project's folder, wherever mailbot is started."""
     form_rules: Path = ROOT / "rules" / "order_form.toml"
@@ -105,6 +175,8 @@ class Settings(_Strict):
     process: Process = Process()
     schedule: Schedule = Schedule()
     answers: Answers = Answers()
+    smtp: Smtp | None = None  # needed by `mailbot run`
+    daemon: Daemon = Daemon()
     files: Files = Files()
 
     @field_validator("mailboxes")

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
@@ -78,9 +79,11 @@ def find_dossier(session: Session, mail: ParsedMail, subject: SubjectInfo, forms
 
 
 def _close(a: str, b: str) -> bool:
-    if not a or not b:
+    """The same project name, retyped: one contains the other, or a small typo. Numbers must
+    agree ("Projet 1" and "Projet 2" are two projects)."""
+    if not a or not b or re.findall(r"\d+", a) != re.findall(r"\d+", b):
         return False
-    return a in b or b in a or SequenceMatcher(None, a, b).ratio() >= 0.8
+    return a in b or b in a or SequenceMatcher(None, a, b).ratio() >= 0.85
 
 
 def _by_project(session: Session, key: str) -> Dossier | None:

@@ -196,3 +196,18 @@ class Decision(SQLModel, table=True):
     purpose: str | None = None
     answered: bool
     reason: str
+
+
+class FolderState(SQLModel, table=True):
+    """What the IMAP watcher knows of one folder: UIDVALIDITY, the last UID done, the last
+    contact with the server (for the watchdog and `mailbot status`)."""
+    __tablename__ = "folder_state"
+    __table_args__ = (UniqueConstraint("mailbox", "folder"),)
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox: str
+    folder: str
+    uidvalidity: int | None = None
+    last_uid: int = 0
+    last_contact: dt.datetime | None = Field(default=None, sa_column=_utc_null())
+    last_error: str = ""
+    reported_down: bool = False  # the watchdog told staff; it tells them again on recovery

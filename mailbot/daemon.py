@@ -1,0 +1,224 @@
+"""`mailbot run`: the watchers, the outbox sender, the scheduler and the watchdog, in one loop.
+
+Mail is processed by the same pipeline as the replay, one at a time in a single database
+thread (SQLite has one writer; the IMAP connections have their own threads). SIGTERM or
+SIGINT: stop taking mail, finish the mail in hand, flush the outbox once, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import logging
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from sqlmodel import Session, select
+
+from mailbot.answers.outbox import Draft, enqueue
+from mailbot.config import Settings
+from mailbot.jobs import run_digest, run_sweep
+from mailbot.pipeline import Context, Seen, handle
+from mailbot.store.db import open_database
+from mailbot.store.models import FolderState, OutboxMail
+from mailbot.transport.imap import FolderStateStore, FolderWatcher, ImapFolder
+from mailbot.transport.smtp import OutboxSender
+
+BRUSSELS = ZoneInfo("Europe/Brussels")
+log = logging.getLogger("mailbot.daemon")
+Clock = Callable[[], dt.datetime]
+
+
+def system_clock() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass
+class Daemon:
+    settings: Settings
+    clock: Clock = system_clock
+    with_scheduler: bool = True  # the demo drives the jobs itself, on a simulated clock
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    processed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.settings.smtp is None:
+            from mailbot.errors import ConfigError
+            raise ConfigError("smtp: `mailbot run` needs an [smtp] section (see config.example.toml)")
+        self.engine = open_database(self.settings.database.url)
+        self.ctx = Context.load(self.settings, self.engine, max_attempts=self.settings.daemon.max_attempts)
+        self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailbot-db")
+        self.state = FolderStateStore(self.engine, self.run_db, self.clock)
+        smtp = self.settings.smtp
+        self.sender = OutboxSender(self.engine, self.run_db, smtp, smtp.password("smtp") if smtp.user else None,
+                                   self.settings.daemon, self.clock, self.stop,
+                                   sent_check=self._sent_check, sent_copy=self._sent_copy)
+        self.passwords = {name: box.imap.password(f"mailboxes.{name}.imap")
+                          for name, box in self.settings.mailboxes.items() if box.imap}
+
+    async def run_db(self, fn: Callable, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.db, functools.partial(fn, *args))
+
+    # --- mail in ---------------------------------------------------------------------------
+
+    async def process(self, raw: bytes, seen: Seen) -> bool:
+        """Run the pipeline, retrying a failing mail until it is quarantined; True once committed."""
+        for _ in range(self.settings.daemon.max_attempts):
+            try:
+                outcome = await self.run_db(handle, raw, seen, self.clock(), self.ctx)
+            except Exception as exc:  # noqa: BLE001 - the store itself failed: keep the mail on the server
+                log.warning("not recorded", extra={"mailbox": seen.mailbox, "uid": seen.uid, "reason": repr(exc)[:200]})
+                return False
+            if outcome.failed is None or outcome.quarantined:
+                self.processed += 1
+                log.info("mail", extra={"mailbox": seen.mailbox, "folder": seen.folder, "uid": seen.uid,
+                                        "kind": outcome.kind, "dossier": outcome.dossier,
+                                        "duplicate": outcome.duplicate, "quarantined": bool(outcome.quarantined)})
+                self.sender.wake.set()
+                return True
+        return True
+
+    def watchers(self) -> list[FolderWatcher]:
+        out = []
+        for name, box in self.settings.mailboxes.items():
+            if box.imap is None:
+                continue
+            for folder in dict.fromkeys((box.imap.inbox, box.imap.sent)):
+                out.append(FolderWatcher(name, folder, box.imap, self.passwords[name], self.process, self.state,
+                                         self.settings.daemon, self.stop))
+        return out
+
+    # --- the sent folder, for the outbox sender -----------------------------------------------
+
+    def _sent_folder(self) -> ImapFolder | None:
+        name = self.settings.answers.from_mailbox
+        box = self.settings.mailboxes[name]
+        return ImapFolder(box.imap, self.passwords[name], box.imap.sent) if box.imap else None
+
+    async def _sent_check(self, message_id: str) -> bool | None:
+        folder = self._sent_folder()
+        if folder is None:
+            return None
+        try:
+            await asyncio.to_thread(folder.connect)
+            return await asyncio.to_thread(folder.has_message_id, message_id)
+        except Exception:  # noqa: BLE001 - unknown: the caller sends again only when sure it is absent
+            return None
+        finally:
+            await asyncio.to_thread(folder.close)
+
+    async def _sent_copy(self, raw: bytes) -> None:
+        folder = self._sent_folder()
+        if folder is None:
+            return
+        try:
+            await asyncio.to_thread(folder.connect)
+            await asyncio.to_thread(folder.append, raw)
+        finally:
+            await asyncio.to_thread(folder.close)
+
+    # --- scheduled work -----------------------------------------------------------------------
+
+    async def job(self, name: str) -> None:
+        now = self.clock()
+        calendar = self.ctx.calendars[self.settings.schedule.calendar]
+        if not calendar.is_business_day(now.astimezone(BRUSSELS).date()):
+            return  # no weekend or holiday mail
+        await self.run_db({"sweep": run_sweep, "digest": run_digest}[name], self.ctx, now)
+        self.sender.wake.set()
+
+    def scheduler(self) -> AsyncIOScheduler:
+        scheduler = AsyncIOScheduler(timezone=BRUSSELS)
+        schedule = self.settings.schedule
+        for i, at in enumerate(schedule.sweep_times):
+            scheduler.add_job(self.job, CronTrigger(day_of_week="mon-fri", hour=at.hour, minute=at.minute,
+                                                    timezone=BRUSSELS),
+                              args=["sweep"], id=f"sweep-{i}", replace_existing=True, misfire_grace_time=3600,
+                              coalesce=True)
+        at = schedule.digest_time
+        scheduler.add_job(self.job, CronTrigger(day_of_week="mon-fri", hour=at.hour, minute=at.minute, timezone=BRUSSELS),
+                          args=["digest"], id="digest", replace_existing=True, misfire_grace_time=3600, coalesce=True)
+        return scheduler
+
+    async def catch_up(self) -> None:
+        """After downtime: what is due comes from the database, so one sweep makes up for every
+        missed one; today's digest is sent if its time passed while the bot was down."""
+        now = self.clock().astimezone(BRUSSELS)
+        schedule = self.settings.schedule
+        if schedule.sweep_times and schedule.sweep_times[0] <= now.time() <= schedule.sweep_times[-1]:
+            await self.job("sweep")
+        if now.time() > schedule.digest_time and not await self.run_db(self._digest_sent_today, now):
+            await self.job("digest")
+
+    def _digest_sent_today(self, now: dt.datetime) -> bool:
+        start = dt.datetime.combine(now.date(), dt.time(0), BRUSSELS)
+        with Session(self.engine) as session:
+            return session.exec(select(OutboxMail.id).where(OutboxMail.purpose == "digest",
+                                                            OutboxMail.created_at >= start)).first() is not None
+
+    async def watchdog(self) -> None:
+        limit = dt.timedelta(minutes=self.settings.daemon.watchdog_minutes)
+        started = self.clock()
+        while not self.stop.is_set():
+            await self.run_db(self._watch, started, limit)
+            self.sender.wake.set()
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=min(60.0, limit.total_seconds() / 2))
+            except asyncio.TimeoutError:
+                pass
+
+    def _watch(self, started: dt.datetime, limit: dt.timedelta) -> None:
+        now = self.clock()
+        with Session(self.engine) as session:
+            for row in session.exec(select(FolderState)):
+                last = row.last_contact or started
+                down = now - last > limit
+                if down == row.reported_down:
+                    continue
+                row.reported_down = down
+                session.add(row)
+                box = self.settings.mailboxes[row.mailbox]
+                context = {"dossier": None, "now": now.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M"), "down": down,
+                           "mailbox": row.mailbox, "folder": row.folder, "error": row.last_error,
+                           "since": last.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M")}
+                rendered = self.ctx.renderer.render("watchdog", "en", context)
+                to = tuple(dict.fromkeys((box.address, self.settings.mailboxes[self.settings.answers.from_mailbox].address)))
+                enqueue(session, Draft("watchdog", self.settings.mailboxes[self.settings.answers.from_mailbox].address,
+                                       to, (), rendered, f"[mailbot] {rendered.subject}",
+                                       detail={"mailbox": row.mailbox, "down": down}, client_mail=False),
+                        now, self.ctx.limits)
+            session.commit()
+
+    # --- the whole ----------------------------------------------------------------------------
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass  # not the main thread (tests): the caller sets `stop`
+        scheduler = None
+        if self.with_scheduler:
+            scheduler = self.scheduler()
+            scheduler.start()
+            await self.catch_up()
+        tasks = [asyncio.create_task(w.run(), name=f"watch-{w.mailbox}-{w.folder}") for w in self.watchers()]
+        tasks.append(asyncio.create_task(self.sender.run(), name="outbox"))
+        tasks.append(asyncio.create_task(self.watchdog(), name="watchdog"))
+        log.info("started", extra={"watchers": len(tasks) - 2})
+        await self.stop.wait()
+        log.info("stopping")
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.db.shutdown(wait=True)
+        self.engine.dispose()
+        log.info("stopped", extra={"processed": self.processed})
+        return 0

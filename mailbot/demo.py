@@ -1,0 +1,172 @@
+"""`mailbot demo`: a season of mail through a real local sandbox, narrated as it goes.
+
+The bot runs exactly as `mailbot run` does (IMAP watchers, pipeline, outbox over SMTP), on a
+simulated clock: each mail is sent through the sandbox's SMTP server at its time in the
+season, and the scheduled jobs (sweeps, reminders, digests) run at their times in between,
+so a late deadline shows up in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import smtplib
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlmodel import Session, col, func, select
+
+from mailbot.daemon import Daemon
+from mailbot.replay import job_times
+from mailbot.season import Mail, season
+from mailbot.store.models import Message, OutboxMail, Sighting
+from mailbot.transport.local import sandbox_for, sandbox_settings
+from mailbot.transport.sandbox import imap_append
+
+BRUSSELS = ZoneInfo("Europe/Brussels")
+
+
+@dataclass
+class SimClock:
+    now: dt.datetime
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def _when(at: dt.datetime) -> str:
+    return at.astimezone(BRUSSELS).strftime("%a %d %b %H:%M")
+
+
+class Demo:
+    def __init__(self, folder: Path, out=print, until_days: int = 28) -> None:
+        self.out, self.until_days = out, until_days
+        self.sandbox, data = sandbox_for(folder=folder)
+        self.data = data
+
+    def run(self) -> int:
+        with self.sandbox:
+            settings = sandbox_settings(self.sandbox, self.data)
+            mails = season(settings)
+            self.clock = SimClock(mails[0].at - dt.timedelta(hours=1))
+            self.daemon = Daemon(settings, clock=self.clock, with_scheduler=False)
+            self.settings = settings
+            loop = self.loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=lambda: loop.run_until_complete(self.daemon.serve()), daemon=True)
+            thread.start()
+            self.shown = 0
+            try:
+                self._season(mails)
+            finally:
+                loop.call_soon_threadsafe(self.daemon.stop.set)
+                thread.join(30)
+            self._summary()
+        return 0
+
+    def _season(self, mails: list[Mail]) -> None:
+        self.out(f"mailbot demo: a season of {len(mails)} mails through a local IMAP/SMTP sandbox "
+                 f"({self.sandbox.folder}), on a simulated clock.\n")
+        for mail in mails:
+            self._jobs_until(mail.at)
+            self.clock.now = mail.at
+            self.out(f"{_when(mail.at)}  {mail.note}")
+            self._deliver(mail)
+            self._settle(mail)
+        self._jobs_until(mails[-1].at + dt.timedelta(days=self.until_days // 2))
+
+    def _deliver(self, mail: Mail) -> None:
+        raw = mail.to_bytes()
+        recipients = [*mail.to, *mail.cc]
+        with smtplib.SMTP(self.sandbox.smtp_host, self.sandbox.smtp_port, timeout=10) as smtp:
+            smtp.sendmail(mail.sender.split("<")[-1].rstrip(">"), recipients, raw.replace(b"\n", b"\r\n"))
+        sender = mail.sender.split("<")[-1].rstrip(">").lower()
+        for name, box in self.settings.mailboxes.items():
+            if sender == box.address or sender in box.staff:
+                # What staff send from their mail program lands in their Sent folder.
+                imap_append(self.sandbox.imap_host, self.sandbox.imap_port, *self.sandbox.credentials(name), raw, "Sent")
+
+    def _settle(self, mail: Mail) -> None:
+        """Wait until the bot has read every copy of the mail and sent what it decided."""
+        mid = (mail.message_id or "").strip("<>")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with Session(self.daemon.engine) as s:
+                msg = s.exec(select(Message).where(Message.message_id == mid)).first() if mid else None
+                done = msg is not None and msg.status != "received"
+                pending = s.exec(select(func.count()).select_from(OutboxMail)
+                                 .where(col(OutboxMail.state).in_(["pending", "sending"]))).one()
+                if done and not pending:
+                    places = sorted({f"{p.mailbox}/{p.folder}" for p in
+                                     s.exec(select(Sighting).where(Sighting.message_pk == msg.id))})
+                    docs = f" [{msg.documents}]" if msg.documents else ""
+                    self.out(f"      understood: {msg.kind}{docs}, dossier {self._ref(s, msg.dossier_id)}, "
+                             f"seen in {', '.join(places)}")
+                    self._show_sent(s)
+                    return
+            time.sleep(0.05)
+        self.out("      (the bot did not finish this mail within 15 s)")
+
+    def _jobs_until(self, end: dt.datetime) -> None:
+        for at, job in job_times(self.clock.now, end, self.daemon.ctx):
+            self.clock.now = at
+            fut = asyncio.run_coroutine_threadsafe(self.daemon.job(job), self.loop)
+            fut.result(30)
+            self._drain()
+            with Session(self.daemon.engine) as s:
+                self._show_sent(s, quiet_digests=True)
+        self.clock.now = max(self.clock.now, end)
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with Session(self.daemon.engine) as s:
+                if not s.exec(select(func.count()).select_from(OutboxMail)
+                              .where(col(OutboxMail.state).in_(["pending", "sending"]))).one():
+                    return
+            time.sleep(0.05)
+
+    def _show_sent(self, s: Session, quiet_digests: bool = False) -> None:
+        rows = s.exec(select(OutboxMail).where(OutboxMail.id > self.shown).order_by(OutboxMail.id)).all()
+        for row in rows:
+            self.shown = row.id
+            if quiet_digests and row.purpose == "digest":
+                continue
+            detail = json.loads(row.detail)
+            extra = ""
+            if detail.get("problems"):
+                extra = "  problems: " + ", ".join(f"{f}:{c}" for f, c in detail["problems"])
+            if row.purpose in ("warning", "escalation"):
+                extra = f"  ({detail['deadline']} due {detail['due']})"
+            cc = f" cc {', '.join(json.loads(row.cc))}" if json.loads(row.cc) else ""
+            when = f"{_when(row.created_at)}  " if quiet_digests else "      "
+            self.out(f"{when}bot {row.state}: {row.purpose} [{row.language}] to {', '.join(json.loads(row.recipients))}"
+                     f"{cc}{extra}")
+
+    @staticmethod
+    def _ref(s: Session, dossier_id: int | None) -> str:
+        from mailbot.store.models import Dossier
+
+        return s.get(Dossier, dossier_id).reference if dossier_id else "none"
+
+    def _summary(self) -> None:
+        from mailbot.replay import dossier_summaries
+
+        self.out("\nWhere each dossier stands:")
+        for d in dossier_summaries(self.daemon.ctx, self.clock.now):
+            waits = ", ".join(f"{what} ({party})" for party, what in d["waiting"]) or "nothing: done"
+            late = [f"{x['name']} due {x['due']}" for x in d["deadlines"] if x["late"]]
+            self.out(f"  {d['dossier']} {d['project']!r}: {d['stage']}; waiting for {waits}"
+                     + (f"; LATE: {', '.join(late)}" if late else ""))
+        envelopes = self.sandbox.smtp.envelopes
+        self.out(f"\nThe sandbox's SMTP server took {len(envelopes)} mails; none left this machine. "
+                 "`mailbot run` starts the same sandbox for you to write to.")
+
+
+def run_demo(folder: Path | None = None, out=print) -> int:
+    with tempfile.TemporaryDirectory(prefix="mailbot-demo-") as tmp:
+        return Demo(folder or Path(tmp), out).run()

@@ -1,0 +1,243 @@
+"""Watch one IMAP folder: catch up by UID, then IDLE (or poll), and hand each new mail over.
+
+imapclient is synchronous, so each folder has its own connection used from a worker thread;
+the watcher itself is an asyncio task. Processed mail is never deleted and \\Seen is never
+touched (people read these inboxes): the bot sets its own keyword, or moves the mail, only
+after the database has committed what it learned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+from sqlmodel import Session, select
+
+from mailbot.config import Daemon, Imap
+from mailbot.pipeline import Seen
+from mailbot.store.models import FolderState
+
+log = logging.getLogger("mailbot.imap")
+# What a broken or vanished connection raises: reconnect and catch up.
+CONNECTION_ERRORS = (IMAPClientError, OSError, ssl.SSLError, EOFError, socket.timeout, ValueError)
+
+
+class ImapFolder:
+    """One synchronous connection to one folder."""
+
+    def __init__(self, cfg: Imap, password: str, folder: str, timeout: float = 30.0) -> None:
+        self.cfg, self.password, self.folder, self.timeout = cfg, password, folder, timeout
+        self.client: IMAPClient | None = None
+        self.uidvalidity = 0
+        self.can_keyword = False
+        self.has_idle = False
+
+    def connect(self) -> int:
+        cfg = self.cfg
+        context = ssl.create_default_context()  # certificates verified
+        if cfg.security == "tls":
+            client = IMAPClient(cfg.host, port=cfg.port, ssl=True, ssl_context=context, timeout=self.timeout)
+        else:
+            client = IMAPClient(cfg.host, port=cfg.port, ssl=False, timeout=self.timeout)
+            if cfg.security == "starttls":
+                client.starttls(context)  # fails when not offered: never "upgrade if offered"
+        sock = client.socket()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        client.login(cfg.user, self.password)
+        if not client.folder_exists(self.folder):
+            client.create_folder(self.folder)
+        selected = client.select_folder(self.folder)
+        self.client = client
+        self.uidvalidity = int(selected[b"UIDVALIDITY"])
+        self.can_keyword = b"\\*" in selected.get(b"PERMANENTFLAGS", ())
+        self.has_idle = client.has_capability("IDLE")
+        return self.uidvalidity
+
+    def uids_after(self, last_uid: int) -> list[int]:
+        # "UID n:*" also returns the last message when its UID is below n: filter here.
+        return sorted(u for u in self.client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
+
+    def uids_not_done(self) -> list[int]:
+        """After a UIDVALIDITY change: every message the bot has not flagged."""
+        if self.can_keyword:
+            return sorted(self.client.search(["UNKEYWORD", self.cfg.keyword]))
+        return sorted(self.client.search(["ALL"]))
+
+    def fetch(self, uid: int) -> bytes | None:
+        # BODY.PEEK leaves \\Seen alone.
+        data = self.client.fetch([uid], ["BODY.PEEK[]"])
+        return data.get(uid, {}).get(b"BODY[]")
+
+    def mark_done(self, uid: int) -> None:
+        if self.can_keyword:
+            self.client.add_flags([uid], [self.cfg.keyword.encode()])
+        elif self.cfg.move_to:
+            if not self.client.folder_exists(self.cfg.move_to):
+                self.client.create_folder(self.cfg.move_to)
+            self.client.move([uid], self.cfg.move_to)
+
+    def has_message_id(self, message_id: str) -> bool:
+        return bool(self.client.search(["HEADER", "Message-ID", message_id]))
+
+    def append(self, raw: bytes) -> None:
+        self.client.append(self.folder, raw, flags=(b"\\Seen",))
+
+    def wait(self, seconds: float, poll_seconds: float, stop: threading.Event) -> None:
+        """Until the server says something changed, `seconds` pass, or `stop` is set."""
+        deadline = time.monotonic() + seconds
+        if not self.has_idle:
+            end = min(deadline, time.monotonic() + poll_seconds)
+            while not stop.is_set() and time.monotonic() < end:
+                stop.wait(0.5)
+            self.client.noop()
+            return
+        self.client.idle()
+        try:
+            while not stop.is_set() and time.monotonic() < deadline:
+                if self.client.idle_check(timeout=0.5):
+                    break
+        finally:
+            self.client.idle_done()
+
+    def close(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.logout()
+            except Exception:  # noqa: BLE001 - a dead connection cannot log out
+                pass
+            self.client = None
+
+
+Process = Callable[[bytes, Seen], Awaitable[bool]]
+
+
+@dataclass
+class FolderWatcher:
+    """The asyncio task that keeps one folder processed, reconnecting with backoff."""
+    mailbox: str
+    folder: str
+    cfg: Imap
+    password: str
+    process: Process  # True once the mail is committed (then it is flagged on the server)
+    state: FolderStateStore
+    daemon: Daemon
+    stop: asyncio.Event
+
+    async def run(self) -> None:
+        backoff = 1.0
+        thread_stop = threading.Event()
+        relay = asyncio.create_task(self._relay_stop(thread_stop))
+        try:
+            while not self.stop.is_set():
+                conn = ImapFolder(self.cfg, self.password, self.folder)
+                try:
+                    await asyncio.to_thread(conn.connect)
+                    backoff = 1.0
+                    await self._serve(conn, thread_stop)
+                except CONNECTION_ERRORS as exc:
+                    reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    log.warning("imap connection lost", extra={"mailbox": self.mailbox, "folder": self.folder,
+                                                               "reason": reason})
+                    await self.state.error(self.mailbox, self.folder, reason)
+                    delay = backoff * (0.5 + random.random())  # jitter: two watchers never hammer together
+                    backoff = min(backoff * 2, self.daemon.backoff_max_seconds)
+                    try:
+                        await asyncio.wait_for(self.stop.wait(), timeout=delay)
+                    except asyncio.TimeoutError:
+                        pass
+                finally:
+                    await asyncio.to_thread(conn.close)
+        finally:
+            relay.cancel()
+
+    async def _relay_stop(self, thread_stop: threading.Event) -> None:
+        await self.stop.wait()
+        thread_stop.set()
+
+    async def _serve(self, conn: ImapFolder, thread_stop: threading.Event) -> None:
+        known = await self.state.load(self.mailbox, self.folder)
+        if known.uidvalidity != conn.uidvalidity:
+            # New UIDs for everything: look at all mail not flagged yet; the pipeline knows each
+            # mail by its Message-ID or content, so nothing is answered twice.
+            newest = await asyncio.to_thread(conn.uids_after, 0)
+            uids = await asyncio.to_thread(conn.uids_not_done)
+            await self.state.reset(self.mailbox, self.folder, conn.uidvalidity)
+            await self._take(conn, uids)
+            if newest and not self.stop.is_set():
+                await self.state.advance(self.mailbox, self.folder, conn.uidvalidity, newest[-1])
+        while not self.stop.is_set():
+            known = await self.state.load(self.mailbox, self.folder)
+            await self._take(conn, await asyncio.to_thread(conn.uids_after, known.last_uid))
+            await self.state.contact(self.mailbox, self.folder)
+            if self.stop.is_set():
+                break
+            await asyncio.to_thread(conn.wait, self.daemon.idle_minutes * 60, self.daemon.poll_seconds, thread_stop)
+
+    async def _take(self, conn: ImapFolder, uids: list[int]) -> None:
+        for uid in uids:
+            if self.stop.is_set():
+                return  # the mail in hand is finished; the rest waits for the next start
+            raw = await asyncio.to_thread(conn.fetch, uid)
+            if raw is not None:
+                if not await self.process(raw, Seen(self.mailbox, self.folder, conn.uidvalidity, uid)):
+                    raise OSError("the mail could not be recorded; trying again after a reconnect")
+                await asyncio.to_thread(conn.mark_done, uid)
+            await self.state.advance(self.mailbox, self.folder, conn.uidvalidity, uid)
+
+
+class FolderStateStore:
+    """FolderState rows, written through the daemon's single database thread."""
+
+    def __init__(self, engine, run_db: Callable, clock: Callable[[], dt.datetime]) -> None:
+        self.engine, self.run_db, self.clock = engine, run_db, clock
+
+    def _row(self, session: Session, mailbox: str, folder: str) -> FolderState:
+        row = session.exec(select(FolderState).where(FolderState.mailbox == mailbox,
+                                                     FolderState.folder == folder)).first()
+        if row is None:
+            row = FolderState(mailbox=mailbox, folder=folder)
+            session.add(row)
+        return row
+
+    def _update(self, mailbox: str, folder: str, change: Callable[[FolderState], None]) -> FolderState:
+        with Session(self.engine, expire_on_commit=False) as session:
+            row = self._row(session, mailbox, folder)
+            change(row)
+            session.add(row)
+            session.commit()
+            return row
+
+    async def load(self, mailbox: str, folder: str) -> FolderState:
+        return await self.run_db(self._update, mailbox, folder, lambda row: None)
+
+    async def reset(self, mailbox: str, folder: str, uidvalidity: int) -> None:
+        def change(row: FolderState) -> None:
+            row.uidvalidity, row.last_uid = uidvalidity, 0
+        await self.run_db(self._update, mailbox, folder, change)
+
+    async def advance(self, mailbox: str, folder: str, uidvalidity: int, uid: int) -> None:
+        def change(row: FolderState) -> None:
+            row.uidvalidity, row.last_uid = uidvalidity, max(row.last_uid, uid)
+            row.last_contact, row.last_error = self.clock(), ""
+        await self.run_db(self._update, mailbox, folder, change)
+
+    async def contact(self, mailbox: str, folder: str) -> None:
+        def change(row: FolderState) -> None:
+            row.last_contact, row.last_error = self.clock(), ""
+        await self.run_db(self._update, mailbox, folder, change)
+
+    async def error(self, mailbox: str, folder: str, reason: str) -> None:
+        def change(row: FolderState) -> None:
+            row.last_error = reason
+        await self.run_db(self._update, mailbox, folder, change)

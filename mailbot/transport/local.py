@@ -1,0 +1,39 @@
+"""The embedded default: the bot's settings pointed at a local sandbox (mailbot run, demo)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from mailbot.config import ROOT, Settings, parse_settings
+from mailbot.transport.sandbox import Sandbox
+
+SANDBOX_CONFIG = ROOT / "data" / "sandbox.toml"
+
+
+def sandbox_for(config: Path = SANDBOX_CONFIG, folder: Path | None = None) -> tuple[Sandbox, dict]:
+    """A sandbox whose users receive the configuration's mailbox and staff addresses."""
+    data = tomllib.loads(config.read_text(encoding="utf-8"))
+    addresses = {}
+    for name, box in data["mailboxes"].items():
+        addresses[box["address"]] = name
+        for staff in box.get("staff", []):
+            addresses[staff] = name  # staff mail lands in their team's box (a test convenience)
+    sandbox = Sandbox(folder or ROOT / "data" / "sandbox", addresses=addresses)
+    return sandbox, data
+
+
+def sandbox_settings(sandbox: Sandbox, data: dict, database_url: str | None = None) -> Settings:
+    """The configuration with IMAP and SMTP pointed at the running sandbox. Passwords travel in
+    environment variables of this process only, never in a file the bot reads as configuration."""
+    data = {**data, "mailboxes": {k: dict(v) for k, v in data["mailboxes"].items()}}
+    for name, box in data["mailboxes"].items():
+        user, password = sandbox.credentials(name)
+        variable = f"MAILBOT_SANDBOX_{name.upper()}_PASSWORD"
+        os.environ[variable] = password
+        box["imap"] = {"host": sandbox.imap_host, "port": sandbox.imap_port, "user": user,
+                       "security": "plain", "password_env": variable}
+    data["smtp"] = {"host": sandbox.smtp_host, "port": sandbox.smtp_port, "security": "plain"}
+    data["database"] = {"url": database_url or f"sqlite:///{sandbox.folder / 'mailbot.sqlite'}"}
+    return parse_settings(data, "sandbox")

@@ -1,0 +1,233 @@
+"""The daemon against a real Dovecot and a real SMTP server (aiosmtpd), both on 127.0.0.1."""
+
+import asyncio
+import email
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, func, select
+
+from mailbot.config import parse_settings
+from mailbot.daemon import Daemon
+from mailbot.forms.builder import complete_values, fill_form
+from mailbot.season import XLSX, Mail, brussels
+from mailbot.store.models import Deadline, FolderState, Message, OutboxMail
+
+WL = "ecom-belgium@worldline.localhost"
+BOSA = "epayment@bosa.localhost"
+CLIENT = "marie.dubois@sambreville.be"
+
+
+def wait_for(predicate, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def form_mail(n, project="E-guichet", sender=CLIENT, **changes):
+    form = fill_form("fr", complete_values("fr", project_name=project, **changes))
+    return Mail(brussels(2027, 3, 1, 9), sender, [WL], f"BOSA M1036 - Bon de commande – {project}", "ci-joint",
+                cc=[BOSA], attachments=[("Bon de commande.xlsx", form, XLSX)], message_id=f"<form{n}@sambreville.be>")
+
+
+class World:
+    """Two fresh mailboxes in the session Dovecot, a LocalSmtp, and settings pointing at them."""
+
+    def __init__(self, dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch):
+        self.dovecot, self.smtp, self.tmp = dovecot, local_smtp, tmp_path
+        self.users = {"worldline": make_imap_user(), "bosa": make_imap_user()}
+        for name, (user, password) in self.users.items():
+            monkeypatch.setenv(f"TEST_{name.upper()}_PW", password)
+        local_smtp.add_mailbox(WL, *self.users["worldline"])
+        local_smtp.add_mailbox(BOSA, *self.users["bosa"])
+        self.data = {
+            "mailboxes": {name: {"address": addr, "imap": {"host": dovecot.host, "port": dovecot.port,
+                                                          "user": self.users[name][0], "security": "plain",
+                                                          "password_env": f"TEST_{name.upper()}_PW"}}
+                          for name, addr in (("worldline", WL), ("bosa", BOSA))},
+            "smtp": {"host": local_smtp.host, "port": local_smtp.port, "security": "plain"},
+            "database": {"url": f"sqlite:///{tmp_path}/bot.sqlite"},
+            "daemon": {"send_retry_max_seconds": 1, "backoff_max_seconds": 2},
+        }
+        self.settings = parse_settings(self.data)
+        self.bot = None
+
+    def append(self, name, raw, folder="INBOX"):
+        from mailbot.transport.sandbox import imap_append
+
+        return imap_append(self.dovecot.host, self.dovecot.port, *self.users[name], raw, folder)
+
+    def start(self):
+        self.bot = Daemon(self.settings, with_scheduler=False)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(self.bot.serve()), daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.count(FolderState) >= 4 and self.connected(), what="the watchers to connect")
+
+    def stop(self):
+        if self.bot is not None:
+            self.loop.call_soon_threadsafe(self.bot.stop.set)
+            self.thread.join(20)
+            assert not self.thread.is_alive()
+            self.bot = None
+
+    def session(self):
+        from mailbot.store.db import open_database
+
+        return Session(open_database(self.settings.database.url))
+
+    def count(self, model, *where):
+        with self.session() as s:
+            return s.exec(select(func.count()).select_from(model).where(*where)).one()
+
+    def connected(self):
+        with self.session() as s:
+            return all(f.last_contact for f in s.exec(select(FolderState)))
+
+    def answers(self, to=CLIENT):
+        """What the SMTP server received for `to` (an address, or the end of one)."""
+        return [e for e in self.smtp.envelopes if any(r.endswith(to) for r in e.rcpt_tos)]
+
+
+@pytest.fixture
+def world(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch):
+    w = World(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch)
+    yield w
+    w.stop()
+
+
+def to_toml(data, prefix=""):
+    """Enough TOML for the test configuration: nested tables of strings and numbers."""
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    lines = [f"[{prefix}]"] if prefix and scalars else []
+    lines += [f"{k} = {json.dumps(v)}" for k, v in scalars.items()]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines.append(to_toml(v, f"{prefix}.{k}" if prefix else k))
+    return "\n".join(lines) + "\n"
+
+
+def purpose(envelope):
+    return email.message_from_bytes(envelope.data)["X-Mailbot-Purpose"]
+
+
+def test_mail_in_both_inboxes_is_answered_once(world, imap_connect):
+    world.start()
+    raw = form_mail(1).to_bytes()
+    world.append("worldline", raw)
+    world.append("bosa", raw)
+    wait_for(lambda: world.answers(), what="the answer")
+    wait_for(lambda: world.count(Message, Message.status == "processed") >= 2, what="the copies")  # + the bot's own answer
+    time.sleep(1.0)
+    assert [purpose(e) for e in world.answers()] == ["form_complete"]
+    answer = email.message_from_bytes(world.answers()[0].data)
+    assert answer["Auto-Submitted"] == "auto-replied" and answer["In-Reply-To"] == "<form1@sambreville.be>"
+    client = imap_connect(*world.users["worldline"])
+    client.select_folder("INBOX")
+    flags = client.get_flags(client.search(["ALL"]))
+    assert all(b"$MailbotDone" in f and b"\\Seen" not in f for f in flags.values())
+    client.select_folder("Sent")
+    assert len(client.search(["HEADER", "Message-ID", answer["Message-ID"].strip("<>")])) == 1
+
+
+def test_staff_reply_in_the_sent_folder_stops_the_clock(world):
+    world.start()
+    world.append("worldline", form_mail(1).to_bytes())
+    wait_for(lambda: world.answers(), what="the answer")
+    assert world.count(Deadline, Deadline.state == "open") == 1
+    staff = Mail(brussels(2027, 3, 2, 10), WL, [CLIENT], "RE: [EPAY-2026-0001] BOSA M1036 - Bon de commande – E-guichet",
+                 "Votre bon de commande est complet.", message_id="<staff1@worldline.localhost>",
+                 in_reply_to="<form1@sambreville.be>")
+    world.append("worldline", staff.to_bytes(), folder="Sent")
+    wait_for(lambda: world.count(Deadline, Deadline.state == "met") == 1, what="the deadline to be met")
+
+
+def test_dovecot_restarted_during_idle_nothing_missed(world, dovecot):
+    world.start()
+    dovecot.restart()
+    world.append("worldline", form_mail(1).to_bytes())
+    wait_for(lambda: world.answers(), timeout=30, what="the answer after the restart")
+    assert [purpose(e) for e in world.answers()] == ["form_complete"]
+
+
+def test_smtp_down_then_up_drains_the_outbox(world):
+    world.start()
+    world.smtp.stop()
+    world.append("worldline", form_mail(1).to_bytes())
+    world.append("worldline", form_mail(2, project="Piscine").to_bytes())
+    wait_for(lambda: world.count(OutboxMail, OutboxMail.attempts >= 1) >= 1, what="a failed send")
+    world.smtp.start()
+    wait_for(lambda: len(world.answers()) == 2, timeout=30, what="both answers")
+    time.sleep(1.5)
+    assert len(world.answers()) == 2
+    assert world.count(OutboxMail, OutboxMail.state == "sent", OutboxMail.purpose == "form_complete") == 2
+
+
+def test_smtp_refusal_4xx_is_retried_5xx_is_not(world):
+    world.start()
+    world.smtp.fail_next(1, code=451)
+    world.append("worldline", form_mail(1).to_bytes())
+    wait_for(lambda: world.answers() and world.answers()[-1].accepted, timeout=20, what="the retried answer")
+    world.smtp.fail_next(1, code=554)
+    world.append("worldline", form_mail(2, project="Piscine").to_bytes())
+    wait_for(lambda: world.count(OutboxMail, OutboxMail.state == "failed") == 1, what="the refused answer")
+    with world.session() as s:
+        failed = s.exec(select(OutboxMail).where(OutboxMail.state == "failed")).one()
+    assert failed.last_error.startswith("554")
+
+
+def test_sigterm_mid_batch_then_restart_finishes_it(world, tmp_path):
+    config = tmp_path / "bot.toml"
+    config.write_text(to_toml(world.data))
+    for n in range(20):  # twenty clients (one address gets at most 10 answers a day)
+        world.append("worldline", form_mail(n, project=f"Projet {n}", sender=f"client{n}@sambreville.be").to_bytes())
+    env = dict(os.environ)
+
+    def start():
+        return subprocess.Popen([sys.executable, "-m", "mailbot", "run", "--config", str(config)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    proc = start()
+    wait_for(lambda: world.count(Message, Message.status == "processed") >= 3, timeout=30, what="a few mails")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0, proc.stderr.read()[-2000:]
+    done_first = world.count(Message, Message.status == "processed")
+    assert done_first < 20 + 20  # stopped before the end of the batch (mails and the bot's own copies)
+    proc = start()
+    try:
+        wait_for(lambda: len(world.answers(to="sambreville.be")) == 20, timeout=60, what="every answer")
+        time.sleep(1.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    ids = [email.message_from_bytes(e.data)["In-Reply-To"] for e in world.answers(to="sambreville.be")]
+    assert sorted(ids) == sorted(f"<form{n}@sambreville.be>" for n in range(20))
+
+
+def test_a_season_of_mail_runs_against_dovecot():
+    """`mailbot demo`: the season through its own sandbox; every mail understood, deadlines kept."""
+    from mailbot.demo import Demo
+    from mailbot.transport.sandbox import dovecot_available
+
+    if not dovecot_available():
+        pytest.skip("Dovecot is not installed")
+    lines = []
+    # Not pytest's tmp_path: as root Dovecot runs as nobody, who cannot enter /tmp/pytest-of-root.
+    with tempfile.TemporaryDirectory(prefix="mailbot-season-") as folder:
+        assert Demo(Path(folder), out=lines.append).run() == 0
+    text = "\n".join(lines)
+    assert text.count("understood:") == 13
+    assert "(the bot did not finish" not in text
+    assert text.count("bot sent: escalation") == 2 and "bot sent: signed_received" in text
+    assert "EPAY-2027-0001 'E-guichet Stadsloket': access_sent" in text
