@@ -154,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return asyncio.run(Daemon(settings).serve())
     from mailbot.transport.local import sandbox_for, sandbox_settings
 
-    sandbox, data = sandbox_for()
+    sandbox, data = sandbox_for(folder=Path(args.sandbox) if args.sandbox else None)
     with sandbox:
         settings = sandbox_settings(sandbox, data)
         if args.shadow:
@@ -197,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the bot (without --config: on a local sandbox)")
     run.add_argument("--config", help="configuration file (see config.example.toml)")
     run.add_argument("--shadow", action="store_true", help="send nothing to clients; show staff what would go")
+    run.add_argument("--sandbox", metavar="DIR", help="without --config: keep the sandbox's mail here (default data/sandbox)")
     run.set_defaults(func=cmd_run)
     st = sub.add_parser("status", help="mailboxes, outbox, quarantine and deadlines, from the database")
     st.add_argument("--config", help="configuration file (default: the embedded sandbox)")
