@@ -179,6 +179,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mark(args: argparse.Namespace) -> int:
+    """A person marks a step of a dossier done; its deadline is met."""
+    import datetime as dt
+    import getpass
+
+    from sqlmodel import Session, select
+
+    from mailbot.config import load_settings
+    from mailbot.dossiers.process import mark_done
+    from mailbot.store.db import open_database
+    from mailbot.store.models import Dossier
+
+    settings = load_settings(args.config or SANDBOX_CONFIG)
+    engine = open_database(args.db or settings.database.url)
+    with Session(engine) as session:
+        dossier = session.exec(select(Dossier).where(Dossier.reference == args.dossier.upper())).first()
+        if dossier is None:
+            raise MailbotError(f"no dossier {args.dossier}")
+        print(mark_done(session, dossier, args.step, dt.datetime.now(dt.timezone.utc), args.by or getpass.getuser()))
+        session.commit()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailbot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -204,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--db", help="database URL (default: the configuration's)")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+    mark = sub.add_parser("mark", help="mark a dossier's step done by hand (its deadline is met)")
+    mark.add_argument("dossier", help="the dossier reference, e.g. EPAY-2027-0042")
+    mark.add_argument("step", choices=["prevalidated", "access_sent"])
+    mark.add_argument("--by", help="who marks it (default: the user running the command)")
+    mark.add_argument("--config", help="configuration file (default: the embedded sandbox)")
+    mark.add_argument("--db", help="database URL (default: the configuration's)")
+    mark.set_defaults(func=cmd_mark)
     dig = sub.add_parser("digest", help="print or write today's triage summary from the database")
     dig.add_argument("--team", choices=["worldline", "bosa"], default="worldline")
     dig.add_argument("--html", metavar="FILE", help="write the HTML version to FILE")

@@ -135,3 +135,17 @@ def test_mailbot_run_without_config_is_a_sandbox_a_person_can_write_to():
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(20) == 0
+
+
+def test_a_person_marks_prevalidation_done(tmp_path, capsys):
+    from mailbot.store.models import Deadline, Dossier
+
+    url = f"sqlite:///{tmp_path}/mk.sqlite"
+    ctx = Context.load(SETTINGS, open_database(url))
+    handle(form_mail().to_bytes(), Seen("worldline"), brussels(2027, 3, 1, 9), ctx)
+    assert main(["mark", "epay-2027-0001", "prevalidated", "--by", "morad", "--db", url]) == 0
+    assert "EPAY-2027-0001: prevalidated, marked by morad" in capsys.readouterr().out
+    with Session(ctx.engine) as s:
+        assert s.exec(select(Dossier)).one().prevalidated
+        assert s.exec(select(Deadline)).one().state == "met"
+    assert main(["mark", "EPAY-2027-0009", "prevalidated", "--db", url]) == 2

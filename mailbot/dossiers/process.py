@@ -178,3 +178,26 @@ def _apply_staff(session, dossier, at, message_pk, party: str | None, event) -> 
             deadlines.close(session, dossier, "encoding", "met", at, message_pk, "a Worldline mail")
             return
     event("staff_mail", f"from {party or 'staff'}")
+
+
+STEPS_A_PERSON_MARKS = ("prevalidated", "access_sent")
+
+
+def mark_done(session: Session, dossier: Dossier, step: str, at: dt.datetime, who: str) -> str:
+    """A person marks a step done (Worldline confirmed by phone, say): the deadline is met."""
+    if step == "prevalidated":
+        if dossier.prevalidated:
+            return "already prevalidated"
+        dossier.prevalidated = True
+        deadlines.close(session, dossier, "prevalidation", "met", at, None, f"marked done by {who}")
+    elif step == "access_sent":
+        if dossier.access_sent:
+            return "production access already sent"
+        dossier.access_sent = True
+        deadlines.close(session, dossier, "encoding", "met", at, None, f"marked done by {who}")
+    else:
+        raise ValueError(f"unknown step {step!r}: one of {', '.join(STEPS_A_PERSON_MARKS)}")
+    session.add(Event(dossier_id=dossier.id, at=at, kind=step, detail=f"marked done by {who}"))
+    dossier.updated_at = at
+    session.add(dossier)
+    return f"{dossier.reference}: {step.replace('_', ' ')}, marked by {who}"
