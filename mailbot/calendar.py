@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +21,7 @@ from zoneinfo import ZoneInfo
 import holidays
 
 from mailbot.errors import RulesError
+from mailbot.tomlfile import read_toml
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 DEFAULT_CALENDARS = Path(__file__).resolve().parents[1] / "rules" / "calendars.toml"
@@ -230,13 +230,7 @@ def _parse(data: dict[str, Any]) -> dict[str, BusinessCalendar]:
 
 def load_calendars(path: Path | str | None = None) -> dict[str, BusinessCalendar]:
     path = Path(path) if path is not None else DEFAULT_CALENDARS
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise RulesError(f"{path}: the calendars file does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"{path}: not valid TOML ({exc})") from exc
-    return parse_calendars(data, str(path))
+    return parse_calendars(read_toml(path, "calendars file"), str(path))
 
 
 @lru_cache(maxsize=4)

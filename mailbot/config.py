@@ -7,13 +7,20 @@ naming the key.
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mailbot.errors import ConfigError
+from mailbot.tomlfile import read_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -232,10 +239,4 @@ def parse_settings(data: dict[str, Any], source: str = "configuration") -> Setti
 
 def load_settings(path: Path | str) -> Settings:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: the configuration file does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
-    return parse_settings(data, str(path))
+    return parse_settings(read_toml(path, "configuration file", ConfigError), str(path))

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from functools import lru_cache
 from pathlib import Path
 
 from mailbot.errors import RulesError
+from mailbot.tomlfile import read_toml
 
 DEFAULT_WORDS = Path(__file__).resolve().parents[2] / "rules" / "languages.toml"
 
 
 @lru_cache(maxsize=2)
 def _words(path: Path = DEFAULT_WORDS) -> dict[str, frozenset[str]]:
+    data = read_toml(path, "rules file")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
         return {lang: frozenset(w.casefold() for w in data[lang]) for lang in ("fr", "nl")}
-    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise RulesError(f"{path}: {exc.__class__.__name__}: {exc}") from exc
 
 

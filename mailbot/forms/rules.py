@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import re
-import tomllib
 import unicodedata
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from mailbot.errors import RulesError
 from mailbot.forms.values import CHECK_PARAMS, CHECKS
+from mailbot.tomlfile import read_toml
 
 LANGUAGES = ("fr", "nl")
 DEFAULT_RULES = Path(__file__).resolve().parents[2] / "rules" / "order_form.toml"
@@ -198,13 +199,7 @@ def _parse_rules(data: dict[str, Any]) -> FormRules:
 
 def load_rules(path: Path | str | None = None) -> FormRules:
     path = Path(path) if path is not None else DEFAULT_RULES
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise RulesError(f"{path}: the rules file does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"{path}: not valid TOML ({exc})") from exc
-    return parse_rules(data, str(path))
+    return parse_rules(read_toml(path, "rules file"), str(path))
 
 
 @lru_cache(maxsize=4)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import re
-import tomllib
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,6 +18,7 @@ from pathlib import Path
 from mailbot.errors import RulesError
 from mailbot.forms import FormCheck, FormRules, check_form
 from mailbot.mail.model import Attachment, ParsedMail
+from mailbot.tomlfile import read_toml
 
 DEFAULT_RULES = Path(__file__).resolve().parents[2] / "rules" / "documents.toml"
 KINDS = ("order_form", "convention", "signed_order_form", "id_copy")
@@ -38,8 +38,8 @@ class DocumentRules:
 
 def load_document_rules(path: Path | str | None = None) -> DocumentRules:
     path = Path(path or DEFAULT_RULES)
+    data = read_toml(path, "rules file")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
         names, text, limits = data["names"], data["text"], data["limits"]
         for key in ("order_form", "convention", "id_copy", "signed"):
             if not isinstance(names.get(key), list):
@@ -54,7 +54,7 @@ def load_document_rules(path: Path | str | None = None) -> DocumentRules:
             pdf_text_max_bytes=int(limits["pdf_text_max_bytes"]),
             pdf_text_pages=int(limits["pdf_text_pages"]),
         )
-    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError, re.error) as exc:
+    except (KeyError, TypeError, ValueError, re.error) as exc:
         raise RulesError(f"{path}: {exc.__class__.__name__}: {exc}") from exc
 
 

@@ -10,7 +10,6 @@ their RFCs say; the words (subjects, address names) live in rules/robots.toml.
 from __future__ import annotations
 
 import re
-import tomllib
 import unicodedata
 from dataclasses import dataclass
 from email.utils import getaddresses
@@ -23,6 +22,7 @@ from flufl.bounce import all_failures
 from mailbot.errors import RulesError
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.parse import mime_tree
+from mailbot.tomlfile import read_toml
 
 DEFAULT_ROBOT_RULES = Path(__file__).resolve().parents[2] / "rules" / "robots.toml"
 # flufl.bounce runs ~40 regexes over every body line, some quadratic in the line's length
@@ -244,13 +244,7 @@ def _parse(data: dict[str, Any]) -> RobotRules:
 
 def load_robot_rules(path: Path | str | None = None) -> RobotRules:
     path = Path(path) if path is not None else DEFAULT_ROBOT_RULES
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise RulesError(f"{path}: the rules file does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"{path}: not valid TOML ({exc})") from exc
-    return parse_robot_rules(data, str(path))
+    return parse_robot_rules(read_toml(path, "rules file"), str(path))
 
 
 @lru_cache(maxsize=4)

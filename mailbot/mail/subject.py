@@ -23,7 +23,6 @@ subject is cut to `max_length` first, so a 100 KB garbage subject costs microsec
 from __future__ import annotations
 
 import re
-import tomllib
 import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mailbot.errors import RulesError
+from mailbot.tomlfile import read_toml
 
 LANGUAGES = ("fr", "nl")
 DEFAULT_SUBJECT_RULES = Path(__file__).resolve().parents[2] / "rules" / "subjects.toml"
@@ -405,13 +405,7 @@ def _parse(data: dict[str, Any]) -> SubjectRules:
 
 def load_subject_rules(path: Path | str | None = None) -> SubjectRules:
     path = Path(path) if path is not None else DEFAULT_SUBJECT_RULES
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise RulesError(f"{path}: the rules file does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"{path}: not valid TOML ({exc})") from exc
-    return parse_subject_rules(data, str(path))
+    return parse_subject_rules(read_toml(path, "rules file"), str(path))
 
 
 @lru_cache(maxsize=4)
