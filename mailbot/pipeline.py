@@ -135,7 +135,9 @@ def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context) -> Outcome:
             session.commit()
         return Outcome(msg_pk, key, mail.message_id, mailboxes, duplicate=False, understanding=understanding)
     except Exception as exc:  # noqa: BLE001 - one bad mail must not stop the others
-        reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+        # SQLAlchemy's messages carry the statement's parameters (mail content): keep the cause only.
+        cause = getattr(exc, "orig", None) or exc
+        reason = f"{type(exc).__name__}: {str(cause)[:300]}"
         log.warning("mail failed", extra={"message_pk": msg_pk, "reason": reason})
         quarantined = _failed(msg_pk, reason, ctx)
         return Outcome(msg_pk, key, mail.message_id, mailboxes, duplicate=False,
