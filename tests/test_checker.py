@@ -322,3 +322,10 @@ def test_a_renamed_label_is_a_rules_change(tmp_path):
     form = fill_form("fr", complete_values("fr"), relabel=lambda label: "Localité" if label == "Commune" else label)
     assert pairs(check_form(form, rules=rules)) == []
     assert pairs(check_form(form)) == [("city", "missing")]
+
+
+@pytest.mark.parametrize("lang, typed", [("fr", "Non assujetti"), ("fr", "N/A"), ("nl", "n.v.t."), ("nl", "Niet van toepassing")])
+def test_not_applicable_in_an_optional_field_is_empty(lang, typed):
+    result = check(lang, vat_number=typed, billing_reference="-")
+    assert pairs(result) == [] and "vat_number" not in result.values
+    assert pairs(check(lang, legal_name="N/A")) == []  # a mandatory field keeps what was typed

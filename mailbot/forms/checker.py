@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mailbot.errors import FormError
-from mailbot.forms.rules import CrossRule, FieldRule, FormRules, default_rules
+from mailbot.forms.rules import CrossRule, FieldRule, FormRules, default_rules, label_key
 from mailbot.forms.values import CHECKS, InvalidValue, clean_text
 from mailbot.forms.workbook import SheetContent, read_form
 
@@ -96,6 +96,8 @@ def check_content(name: str, content: SheetContent, rules: FormRules) -> FormChe
         if rule.id not in content.values:
             continue
         raw = content.values[rule.id]
+        if rule.need == "optional" and isinstance(raw, str) and label_key(raw) in rules.not_applicable:
+            continue  # "n/a", "non assujetti": the field does not apply
         try:
             values[rule.id] = CHECKS[rule.check](raw, **rule.params)
         except InvalidValue:

@@ -80,6 +80,7 @@ class FormRules:
     rules: tuple[CrossRule, ...]
     messages: dict[str, dict[str, str]]
     hints: dict[str, dict[str, str]]
+    not_applicable: frozenset[str] = frozenset()  # folded words meaning "does not apply"
 
     def field(self, field_id: str) -> FieldRule:
         return next(f for f in self.fields if f.id == field_id)
@@ -194,6 +195,7 @@ def _parse_rules(data: dict[str, Any]) -> FormRules:
         rules=rules,
         messages=messages,
         hints=hints,
+        not_applicable=frozenset(label_key(w) for w in form.get("not_applicable", [])),
     )
 
 
