@@ -17,7 +17,7 @@ from mailbot.forms.builder import complete_values, fill_form
 from mailbot.pipeline import Context, Seen, handle
 from mailbot.season import XLSX, Mail, brussels, jpeg_bytes, scan_pdf
 from mailbot.store.db import open_database
-from mailbot.store.models import Decision, OutboxMail
+from mailbot.store.models import Decision, Event, OutboxMail
 
 SETTINGS = load_settings(SANDBOX_CONFIG)
 WL = SETTINGS.mailboxes["worldline"].address
@@ -75,6 +75,9 @@ def test_corrected_form_says_what_changed(ctx):
     assert detail["problems"] == [["billing_email", "invalid"]]
     assert detail["changes"] == "fixed: postal_code; still wrong: billing_email; changed: city"
     assert "Code postal" in second.body_text and "Commune" in second.body_text
+    with Session(ctx.engine) as s:
+        history = [e.detail for e in s.exec(select(Event).where(Event.kind == "form_changed"))]
+    assert history == ["fixed: postal_code; still wrong: billing_email; changed: city"]
 
 
 def test_complete_form_in_dutch(ctx):

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
 
-from mailbot.answers.changes import compare
+from mailbot.forms.changes import compare
 from mailbot.answers.language import body_language, pick_language
 from mailbot.answers.outbox import Draft
 from mailbot.answers.policy import no_answer_reason

@@ -16,6 +16,7 @@ from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
 from mailbot.dossiers import deadlines
 from mailbot.forms import FormCheck
+from mailbot.forms.changes import compare
 from mailbot.mail.documents import Reading
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.subject import SubjectInfo, project_key
@@ -94,6 +95,8 @@ def apply_mail(session: Session, dossier: Dossier, *, mail: ParsedMail, kind: st
     previous = last_form(session, dossier)
     form = _record_forms(session, dossier, mail, reading, message_pk, at)
     if form is not None:
+        if previous is not None and (changes := compare(previous, form)):
+            event("form_changed", changes.summary())
         _apply_form(session, dossier, form, at, settings, calendars, message_pk, event)
         if "bosa" not in inboxes and settings.mailboxes["bosa"].address not in {a.email for a in mail.recipients()}:
             dossier.bosa_copy_missing = True
