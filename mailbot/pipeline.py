@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from mailbot.answers.outbox import Limits, enqueue
@@ -24,7 +25,15 @@ from mailbot.answers.render import Renderer
 from mailbot.calendar import BusinessCalendar, load_calendars
 from mailbot.config import Settings
 from mailbot.dossiers.matching import find_dossier
-from mailbot.dossiers.process import Change, apply_mail, is_linked, link_contact, open_dossier
+from mailbot.dossiers.process import (
+    Change,
+    apply_mail,
+    is_colleague,
+    is_linked,
+    link_contact,
+    open_dossier,
+    record_unlinked,
+)
 from mailbot.dossiers.state import document_step
 from mailbot.forms import FormRules, load_rules
 from mailbot.mail.documents import DocumentRules, Reading, announces_form, load_document_rules, read_documents
@@ -134,6 +143,10 @@ def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context) -> Outcome:
             session.add(msg)
             session.commit()
         return Outcome(msg_pk, key, mail.message_id, mailboxes, duplicate=False, understanding=understanding)
+    except OperationalError:
+        # The store failed (locked, full, gone), not the mail: no attempt counted, no quarantine;
+        # the caller keeps the mail and brings it again once the store works.
+        raise
     except Exception as exc:  # noqa: BLE001 - one bad mail must not stop the others
         # SQLAlchemy's messages carry the statement's parameters (mail content): keep the cause only.
         cause = getattr(exc, "orig", None) or exc
@@ -222,10 +235,16 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, msg: M
     change = None
     if dossier is not None and kind.name not in ("bounce", "auto_reply"):
         if staff_party is None and mail.sender and not is_linked(session, dossier, mail.sender):
-            unlinked = True
-        change = apply_mail(session, dossier, mail=mail, kind=kind.name, reading=reading, at=at,
-                            settings=settings, calendars=ctx.calendars, message_pk=msg.id,
-                            staff_party=staff_party, inboxes=mailboxes)
+            if is_colleague(session, dossier, mail.sender, ctx.document_rules.public_domains):
+                link_contact(session, dossier, mail.sender, "colleague")
+            else:
+                unlinked = True
+        if unlinked:
+            record_unlinked(session, dossier, reading, msg.id, at)
+        else:
+            change = apply_mail(session, dossier, mail=mail, kind=kind.name, reading=reading, at=at,
+                                settings=settings, calendars=ctx.calendars, message_pk=msg.id,
+                                staff_party=staff_party, inboxes=mailboxes)
     msg.kind, msg.kind_reason = kind.name, kind.reason[:500]
     msg.dossier_id = dossier.id if dossier is not None else None
     msg.unlinked_sender = unlinked

@@ -223,3 +223,25 @@ def test_outbox_survives_a_crash_between_decision_and_send(tmp_path):
     outcome = feed(ctx, eml.read_bytes())
     assert outcome.duplicate
     assert [o.message_id for o in sent(ctx)] == [pending.message_id]
+
+
+def test_a_strangers_form_changes_nothing_a_colleagues_counts(ctx):
+    from mailbot.store.models import Contact, Dossier
+
+    feed(ctx, form_mail(1, postal_code=None))
+    takeover = form_mail(2, sender="curieux@gmail.com", business_contact_email="curieux@gmail.com")
+    takeover.subject = "RE: [EPAY-2027-0001] voici le bon"
+    feed(ctx, takeover, at=AT + dt.timedelta(hours=1))
+    with Session(ctx.engine) as s:
+        dossier = s.exec(select(Dossier)).one()
+        assert dossier.form_status == "incomplete"
+        assert "curieux@gmail.com" not in s.exec(select(Contact.email)).all()
+        kinds = [e.kind for e in s.exec(select(Event).where(Event.dossier_id == dossier.id))]
+    assert "unlinked_sender_mail" in kinds
+    colleague = form_mail(3, sender="secretariat@sambreville.be")
+    colleague.subject = "RE: [EPAY-2027-0001] le bon corrigé"
+    feed(ctx, colleague, at=AT + dt.timedelta(hours=2))
+    with Session(ctx.engine) as s:
+        assert s.exec(select(Dossier)).one().form_status == "complete"
+    assert [o.purpose for o in sent(ctx)][-1] == "form_complete"
+    assert json.loads(sent(ctx)[-1].recipients) == ["secretariat@sambreville.be"]

@@ -72,7 +72,9 @@ def plan_for_mail(session: Session, u: Understanding, raw: bytes, msg_pk: int, a
                 _needs_human(u, msg_pk, at, settings, renderer, "a mail outside any dossier")]
     if reason := no_answer_reason(mail, raw, settings):
         return [Silence(reason)]
-    if dossier is None or not is_linked(session, dossier, mail.sender):
+    # linked before this mail: a stranger's order form that names the stranger as a contact
+    # links them while the mail is applied, and must not earn them an answer at once
+    if dossier is None or u.unlinked_sender or not is_linked(session, dossier, mail.sender):
         who = "a sender not linked to the dossier" if dossier is not None else "a sender with no dossier"
         return [Silence(f"privacy: {who} gets no dossier details"),
                 _needs_human(u, msg_pk, at, settings, renderer, f"{who} wrote; the bot tells strangers nothing")]

@@ -20,6 +20,10 @@ def no_answer_reason(mail: ParsedMail, raw: bytes | None, settings: Settings) ->
         lambda: robots.null_return_path_reason(mail),
         lambda: None if mail.sender else "no usable From address",
         lambda: "several From addresses (possibly forged)" if len(mail.from_all) > 1 else None,
+        # another mailbox in From that the parser could not use ('"x"@evil.example, <client>'):
+        # the sender left is not the only author the mail claims
+        lambda: "an unusable address beside the sender in From (possibly forged)"
+        if "unusable address in from" in mail.defects else None,
         lambda: robots.robot_address_reason(mail.sender or ""),
         lambda: "from one of the bot's own mailboxes" if mail.sender in settings.own_addresses else None,
         lambda: "from a staff address" if settings.mailbox_of(mail.sender or "") else None,

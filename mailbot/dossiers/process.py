@@ -66,6 +66,23 @@ def link_contact(session: Session, dossier: Dossier, email: str, role: str) -> b
     return True
 
 
+def is_colleague(session: Session, dossier: Dossier, email: str, public_domains: frozenset[str]) -> bool:
+    """From the organisation's own domain, as one of the dossier's contacts (not a public provider)."""
+    domain = email.rpartition("@")[2].lower()
+    if not domain or domain in public_domains:
+        return False
+    emails = session.exec(select(Contact.email).where(Contact.dossier_id == dossier.id)).all()
+    return any(e.rpartition("@")[2] == domain for e in emails)
+
+
+def record_unlinked(session: Session, dossier: Dossier, reading: Reading, message_pk: int, at: dt.datetime) -> None:
+    """A stranger's mail in a dossier's thread: kept for staff, but it changes nothing (no form,
+    no contact, no step), so that nobody takes a dossier over by writing into its thread."""
+    docs = ", ".join(reading.kinds) or "no document"
+    session.add(Event(dossier_id=dossier.id, at=at, kind="unlinked_sender_mail", message_pk=message_pk,
+                      detail=f"from a sender not linked to the dossier ({docs}); a person decides"))
+
+
 def is_linked(session: Session, dossier: Dossier, email: str | None) -> bool:
     if not email:
         return False

@@ -72,7 +72,9 @@ def check_container(data: bytes, limits: Limits) -> None:
     with archive:
         try:
             _check_parts(archive, infos, limits)
-        except _ZIP_ERRORS as exc:  # a part's data cannot be inflated: bad CRC, method, version...
+        # a part's data cannot be inflated (bad CRC, method, version...), or a local header lies
+        # before the file (bytes lost before the central directory: "negative seek value")
+        except (ValueError, *_ZIP_ERRORS) as exc:
             raise UnreadableForm(f"the workbook is damaged and cannot be opened ({exc})") from exc
 
 

@@ -34,6 +34,7 @@ class DocumentRules:
     signature_picture_max_bytes: int
     pdf_text_max_bytes: int
     pdf_text_pages: int
+    public_domains: frozenset[str] = frozenset()
 
 
 def load_document_rules(path: Path | str | None = None) -> DocumentRules:
@@ -53,6 +54,7 @@ def load_document_rules(path: Path | str | None = None) -> DocumentRules:
             signature_picture_max_bytes=int(limits["signature_picture_max_bytes"]),
             pdf_text_max_bytes=int(limits["pdf_text_max_bytes"]),
             pdf_text_pages=int(limits["pdf_text_pages"]),
+            public_domains=frozenset(d.lower() for d in data.get("senders", {}).get("public_domains", [])),
         )
     except (KeyError, TypeError, ValueError, re.error) as exc:
         raise RulesError(f"{path}: {exc.__class__.__name__}: {exc}") from exc
