@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from mailbot.answers.outbox import Draft
 from mailbot.answers.render import Renderer
@@ -54,9 +54,11 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
     due_today = [r for dl in open_deadlines if dl.due == today and (r := deadline_row(dl))]
     overdue = [r for dl in sorted(open_deadlines, key=lambda x: x.due) if dl.due < today and
                (r := deadline_row(dl, days_late=calendar.business_days_between(dl.due, today)))]
-    seen_here = select(Sighting.message_pk).where(Sighting.mailbox == team)
-    flagged = session.exec(select(Message).where(Message.received_at >= since, col(Message.id).in_(seen_here))
-                           .order_by(Message.id)).all()
+    # EXISTS and no ORDER BY, so that SQLite walks the recent mail by its received_at index
+    # (with IN, or sorted by id, it walked every sighting of the mailbox); sorted here instead.
+    seen_here = select(Sighting.id).where(Sighting.message_pk == Message.id, Sighting.mailbox == team).exists()
+    flagged = sorted(session.exec(select(Message).where(Message.received_at >= since, seen_here)).all(),
+                     key=lambda m: m.id)
     needs_person = []
     for m in flagged:
         reason = _needs_person_reason(m)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from mailbot.answers.outbox import Draft
 from mailbot.answers.plan import dossier_view
@@ -56,21 +56,27 @@ def reminder_drafts(session: Session, now: dt.datetime, settings: Settings, cale
     days = settings.answers.reminder_days
     today = now.astimezone(BRUSSELS).date()
     drafts = []
+    open_ids = select(Dossier.id).where(Dossier.access_sent == False)  # noqa: E712
+    # Three grouped queries for all open dossiers, not three queries per dossier: at 10,000
+    # dossiers (~900 open) the per-dossier queries took seconds.
+    last_moves = dict(session.exec(select(Event.dossier_id, func.max(Event.at))
+                                   .where(col(Event.dossier_id).in_(open_ids), col(Event.kind).in_(CLIENT_MOVES))
+                                   .group_by(Event.dossier_id)).all())
+    last_reminders = dict(session.exec(select(OutboxMail.dossier_id, func.max(OutboxMail.created_at))
+                                       .where(col(OutboxMail.dossier_id).in_(open_ids), OutboxMail.purpose == "reminder")
+                                       .group_by(OutboxMail.dossier_id)).all())
+    first_contact = select(func.min(Contact.id)).where(col(Contact.dossier_id).in_(open_ids)).group_by(Contact.dossier_id)
+    senders = dict(session.exec(select(Contact.dossier_id, Contact.email).where(col(Contact.id).in_(first_contact))).all())
     for dossier in session.exec(select(Dossier).where(Dossier.access_sent == False)):  # noqa: E712
         owed = [w.what for w in waiting_for(dossier) if w.party == "client" and w.what in CLIENT_DOCUMENTS]
         if not owed:
             continue
-        last_move = session.exec(select(Event.at).where(Event.dossier_id == dossier.id, col(Event.kind).in_(CLIENT_MOVES))
-                                 .order_by(col(Event.at).desc())).first()
-        last_reminder = session.exec(select(OutboxMail.created_at).where(OutboxMail.dossier_id == dossier.id,
-                                                                         OutboxMail.purpose == "reminder")
-                                     .order_by(col(OutboxMail.created_at).desc())).first()
+        last_move, last_reminder = last_moves.get(dossier.id), last_reminders.get(dossier.id)
         since = max(t for t in (last_move, last_reminder) if t is not None)
         idle = calendar.business_days_between(since.astimezone(BRUSSELS).date(), today)
         if idle < days:
             continue
-        sender = session.exec(select(Contact.email).where(Contact.dossier_id == dossier.id)
-                              .order_by(col(Contact.id))).first()
+        sender = senders.get(dossier.id)
         if sender is None:
             continue
         language = dossier.language

@@ -72,6 +72,8 @@ class Contact(SQLModel, table=True):
 
 class Message(SQLModel, table=True):
     """One mail, however many mailboxes it was seen in. Recorded before it is acted on."""
+    # The digest lists the mail received since the previous business day (migration 0004).
+    __table_args__ = (Index("ix_message_received_at", "received_at"),)
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True, index=True)  # "mid:<message-id>" or "hash:<sha256>"
     message_id: str | None = Field(default=None, index=True)
@@ -163,7 +165,13 @@ class OutboxMail(SQLModel, table=True):
     """A mail the bot will send, written in the same transaction as the decision that made it.
     Its Message-ID is fixed in advance, so a crash can never send it twice unnoticed."""
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_state", "state", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_state", "state", "id"),
+        # The RFC 3834 limits count the last 24 hours' mail, per address and per dossier and
+        # purpose; the reminders look up each dossier's last reminder (migration 0004).
+        Index("ix_outbox_created_at", "created_at"),
+        Index("ix_outbox_dossier_purpose", "dossier_id", "purpose", "created_at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     message_id: str = Field(unique=True, index=True)  # without angle brackets
     purpose: str = Field(index=True)
@@ -181,7 +189,7 @@ class OutboxMail(SQLModel, table=True):
     detail: str = "{}"  # JSON: problems, deadline and due day, for the timeline and the digest
     created_at: dt.datetime = Field(sa_column=_utc())
     not_before: dt.datetime | None = Field(default=None, sa_column=_utc_null())
-    state: str = "pending"  # pending | sending | sent | failed | shadow
+    state: str = "pending"  # pending | sending | handed (to the SMTP server, before its reply) | sent | failed | shadow
     attempts: int = 0
     last_error: str = ""
     sent_at: dt.datetime | None = Field(default=None, sa_column=_utc_null())
