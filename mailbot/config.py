@@ -143,6 +143,9 @@ class Answers(_Strict):
 class Daemon(_Strict):
     max_attempts: int = Field(default=3, gt=0)  # a mail failing this often is quarantined
     idle_minutes: float = Field(default=25, gt=0, le=29)  # IDLE is re-issued before 29 minutes (RFC 2177)
+    # An IMAP server silent this long (no greeting, no answer to DONE or a command) is taken as
+    # gone: with idle_minutes, how soon a connection dead without a FIN or RST is replaced.
+    imap_timeout_seconds: float = Field(default=30, gt=0)
     poll_seconds: float = Field(default=60, gt=0)  # when the server has no IDLE
     backoff_max_seconds: float = Field(default=300, gt=0)  # reconnect backoff ceiling (with jitter)
     watchdog_minutes: float = Field(default=15, gt=0)  # a mailbox silent this long is reported once

@@ -99,7 +99,8 @@ class Daemon:
     def _sent_folder(self) -> ImapFolder | None:
         name = self.settings.answers.from_mailbox
         box = self.settings.mailboxes[name]
-        return ImapFolder(box.imap, self.passwords[name], box.imap.sent) if box.imap else None
+        return ImapFolder(box.imap, self.passwords[name], box.imap.sent,
+                          self.settings.daemon.imap_timeout_seconds) if box.imap else None
 
     async def _sent_check(self, message_id: str) -> bool | None:
         folder = self._sent_folder()

@@ -99,7 +99,7 @@ class Demo:
                 msg = s.exec(select(Message).where(Message.message_id == mid)).first() if mid else None
                 done = msg is not None and msg.status != "received"
                 pending = s.exec(select(func.count()).select_from(OutboxMail)
-                                 .where(col(OutboxMail.state).in_(["pending", "sending"]))).one()
+                                 .where(col(OutboxMail.state).in_(["pending", "sending", "handed"]))).one()
                 if done and not pending:
                     places = sorted({f"{p.mailbox}/{p.folder}" for p in
                                      s.exec(select(Sighting).where(Sighting.message_pk == msg.id))})
@@ -126,7 +126,7 @@ class Demo:
         while time.monotonic() < deadline:
             with Session(self.daemon.engine) as s:
                 if not s.exec(select(func.count()).select_from(OutboxMail)
-                              .where(col(OutboxMail.state).in_(["pending", "sending"]))).one():
+                              .where(col(OutboxMail.state).in_(["pending", "sending", "handed"]))).one():
                     return
             time.sleep(0.05)
 

@@ -1,103 +1,20 @@
 """The daemon against a real Dovecot and a real SMTP server (aiosmtpd), both on 127.0.0.1."""
 
-import asyncio
 import email
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session, func, select
+from mailworld import CLIENT, WL, World, form_mail, purpose, to_toml, wait_for
+from sqlmodel import select
 
-from mailbot.config import parse_settings
-from mailbot.daemon import Daemon
-from mailbot.forms.builder import complete_values, fill_form
-from mailbot.season import XLSX, Mail, brussels
-from mailbot.store.models import Deadline, FolderState, Message, OutboxMail
-
-WL = "ecom-belgium@worldline.localhost"
-BOSA = "epayment@bosa.localhost"
-CLIENT = "marie.dubois@sambreville.be"
-
-
-def wait_for(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def form_mail(n, project="E-guichet", sender=CLIENT, **changes):
-    form = fill_form("fr", complete_values("fr", project_name=project, **changes))
-    return Mail(brussels(2027, 3, 1, 9), sender, [WL], f"BOSA M1036 - Bon de commande – {project}", "ci-joint",
-                cc=[BOSA], attachments=[("Bon de commande.xlsx", form, XLSX)], message_id=f"<form{n}@sambreville.be>")
-
-
-class World:
-    """Two fresh mailboxes in the session Dovecot, a LocalSmtp, and settings pointing at them."""
-
-    def __init__(self, dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch):
-        self.dovecot, self.smtp, self.tmp = dovecot, local_smtp, tmp_path
-        self.users = {"worldline": make_imap_user(), "bosa": make_imap_user()}
-        for name, (user, password) in self.users.items():
-            monkeypatch.setenv(f"TEST_{name.upper()}_PW", password)
-        local_smtp.add_mailbox(WL, *self.users["worldline"])
-        local_smtp.add_mailbox(BOSA, *self.users["bosa"])
-        self.data = {
-            "mailboxes": {name: {"address": addr, "imap": {"host": dovecot.host, "port": dovecot.port,
-                                                          "user": self.users[name][0], "security": "plain",
-                                                          "password_env": f"TEST_{name.upper()}_PW"}}
-                          for name, addr in (("worldline", WL), ("bosa", BOSA))},
-            "smtp": {"host": local_smtp.host, "port": local_smtp.port, "security": "plain"},
-            "database": {"url": f"sqlite:///{tmp_path}/bot.sqlite"},
-            "daemon": {"send_retry_max_seconds": 1, "backoff_max_seconds": 2},
-        }
-        self.settings = parse_settings(self.data)
-        self.bot = None
-
-    def append(self, name, raw, folder="INBOX"):
-        from mailbot.transport.sandbox import imap_append
-
-        return imap_append(self.dovecot.host, self.dovecot.port, *self.users[name], raw, folder)
-
-    def start(self):
-        self.bot = Daemon(self.settings, with_scheduler=False)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(self.bot.serve()), daemon=True)
-        self.thread.start()
-        wait_for(lambda: self.count(FolderState) >= 4 and self.connected(), what="the watchers to connect")
-
-    def stop(self):
-        if self.bot is not None:
-            self.loop.call_soon_threadsafe(self.bot.stop.set)
-            self.thread.join(20)
-            assert not self.thread.is_alive()
-            self.bot = None
-
-    def session(self):
-        from mailbot.store.db import open_database
-
-        return Session(open_database(self.settings.database.url))
-
-    def count(self, model, *where):
-        with self.session() as s:
-            return s.exec(select(func.count()).select_from(model).where(*where)).one()
-
-    def connected(self):
-        with self.session() as s:
-            return all(f.last_contact for f in s.exec(select(FolderState)))
-
-    def answers(self, to=CLIENT):
-        """What the SMTP server received for `to` (an address, or the end of one)."""
-        return [e for e in self.smtp.envelopes if any(r.endswith(to) for r in e.rcpt_tos)]
+from mailbot.season import Mail, brussels
+from mailbot.store.models import Deadline, Message, OutboxMail
 
 
 @pytest.fixture
@@ -105,21 +22,6 @@ def world(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch):
     w = World(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch)
     yield w
     w.stop()
-
-
-def to_toml(data, prefix=""):
-    """Enough TOML for the test configuration: nested tables of strings and numbers."""
-    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    lines = [f"[{prefix}]"] if prefix and scalars else []
-    lines += [f"{k} = {json.dumps(v)}" for k, v in scalars.items()]
-    for k, v in data.items():
-        if isinstance(v, dict):
-            lines.append(to_toml(v, f"{prefix}.{k}" if prefix else k))
-    return "\n".join(lines) + "\n"
-
-
-def purpose(envelope):
-    return email.message_from_bytes(envelope.data)["X-Mailbot-Purpose"]
 
 
 def test_mail_in_both_inboxes_is_answered_once(world, imap_connect):

@@ -9,6 +9,7 @@ after the database has committed what it learned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from mailbot.config import Daemon, Imap
@@ -65,8 +67,30 @@ class ImapFolder:
         return self.uidvalidity
 
     def uids_after(self, last_uid: int) -> list[int]:
+        self.announced()  # from this search on, what the server announces is news to wait()
         # "UID n:*" also returns the last message when its UID is below n: filter here.
         return sorted(u for u in self.client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
+
+    def announced(self) -> bool:
+        """True when the server announced new mail (EXISTS) since the last call, in its answer
+        to another command -- a FETCH or STORE while mail was being taken: imapclient keeps such
+        announcements without a word, and IDLE would not repeat them."""
+        _, data = self.client._imap.response("EXISTS")
+        return data != [None]
+
+    def buffered(self) -> bool:
+        """True when lines from the server already wait in imaplib's buffer, where idle_check()
+        -- which polls the socket -- never looks: Dovecot announces what came since the last
+        command right after "+ idling", often in the same read."""
+        sock = self.client.socket()
+        timeout = sock.gettimeout()
+        sock.settimeout(0)  # look, never wait
+        try:
+            return bool(self.client._imap.file.peek(1))
+        except OSError:
+            return False
+        finally:
+            sock.settimeout(timeout)
 
     def uids_not_done(self) -> list[int]:
         """After a UIDVALIDITY change: every message the bot has not flagged."""
@@ -96,6 +120,8 @@ class ImapFolder:
     def wait(self, seconds: float, poll_seconds: float, stop: threading.Event) -> None:
         """Until the server says something changed, `seconds` pass, or `stop` is set."""
         deadline = time.monotonic() + seconds
+        if self.announced():
+            return  # mail came while other mail was taken: search again before waiting
         if not self.has_idle:
             end = min(deadline, time.monotonic() + poll_seconds)
             while not stop.is_set() and time.monotonic() < end:
@@ -104,6 +130,8 @@ class ImapFolder:
             return
         self.client.idle()
         try:
+            if self.buffered():
+                return  # news came with "+ idling"
             while not stop.is_set() and time.monotonic() < deadline:
                 if self.client.idle_check(timeout=0.5):
                     break
@@ -140,16 +168,19 @@ class FolderWatcher:
         relay = asyncio.create_task(self._relay_stop(thread_stop))
         try:
             while not self.stop.is_set():
-                conn = ImapFolder(self.cfg, self.password, self.folder)
+                conn = ImapFolder(self.cfg, self.password, self.folder, self.daemon.imap_timeout_seconds)
                 try:
                     await asyncio.to_thread(conn.connect)
                     backoff = 1.0
                     await self._serve(conn, thread_stop)
-                except CONNECTION_ERRORS as exc:
+                except (*CONNECTION_ERRORS, SQLAlchemyError) as exc:
+                    # The database failing (locked, full) is waited out like a lost connection:
+                    # the mail stays on the server, unflagged, and is taken again after it.
                     reason = f"{type(exc).__name__}: {str(exc)[:200]}"
-                    log.warning("imap connection lost", extra={"mailbox": self.mailbox, "folder": self.folder,
-                                                               "reason": reason})
-                    await self.state.error(self.mailbox, self.folder, reason)
+                    lost = "database error" if isinstance(exc, SQLAlchemyError) else "imap connection lost"
+                    log.warning(lost, extra={"mailbox": self.mailbox, "folder": self.folder, "reason": reason})
+                    with contextlib.suppress(SQLAlchemyError):  # the store may be what failed
+                        await self.state.error(self.mailbox, self.folder, reason)
                     delay = backoff * (0.5 + random.random())  # jitter: two watchers never hammer together
                     backoff = min(backoff * 2, self.daemon.backoff_max_seconds)
                     try:

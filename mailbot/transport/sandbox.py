@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -428,11 +428,15 @@ class LocalSmtp:
     def __init__(self, imap_host: str, imap_port: int,
                  mailboxes: Mapping[str, tuple[str, str]] | None = None,
                  outside: tuple[str, str] | None = None, auth: tuple[str, str] | None = None,
-                 host: str = HOST, port: int | None = None) -> None:
+                 host: str = HOST, port: int | None = None,
+                 on_accept: Callable[[Envelope], None] | None = None) -> None:
         self.imap_host, self.imap_port = imap_host, imap_port
         self._mailboxes = {a.lower(): tuple(c) for a, c in (mailboxes or {}).items()}
         self.outside = outside
         self.auth = auth
+        # Called (in a worker thread) with each accepted message, after its delivery and before
+        # the 250 reply goes out: tests hook faults here (a sender killed right after the accept).
+        self.on_accept = on_accept
         self._host, self._port = host, port
         self._lock = threading.Lock()
         self._envelopes: list[Envelope] = []
@@ -521,8 +525,11 @@ class LocalSmtp:
                 reply = "250 2.0.0 OK: delivered locally"
             except Exception as exc:  # noqa: BLE001 -- IMAP down or refusing: the sender must retry, as with a real MTA
                 reply = f"451 4.3.0 Sandbox: local delivery failed: {type(exc).__name__}: {exc}"[:400]
+        envelope = Envelope(mail_from, tuple(rcpt_tos), data, time.time(), reply)
         with self._lock:
-            self._envelopes.append(Envelope(mail_from, tuple(rcpt_tos), data, time.time(), reply))
+            self._envelopes.append(envelope)
+        if envelope.accepted and self.on_accept is not None:
+            self.on_accept(envelope)
         return reply
 
     def _deliver(self, mail_from: str, rcpt: str, data: bytes, mailboxes: dict) -> None:

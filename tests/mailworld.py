@@ -1,0 +1,134 @@
+"""A bot's whole mail world for integration tests: two fresh mailboxes in the session Dovecot,
+a LocalSmtp delivering into it, settings pointing at both, and the daemon run in a thread.
+
+Shared by tests/test_daemon.py and tests/test_faults.py (import it as `mailworld`: pytest puts
+tests/ on sys.path, there being no tests/__init__.py).
+"""
+
+import asyncio
+import datetime as dt
+import email
+import json
+import threading
+import time
+
+from sqlmodel import Session, func, select
+
+from mailbot.config import parse_settings
+from mailbot.daemon import Daemon
+from mailbot.forms.builder import complete_values, fill_form
+from mailbot.season import XLSX, Mail, brussels
+from mailbot.store.models import FolderState
+
+WL = "ecom-belgium@worldline.localhost"
+BOSA = "epayment@bosa.localhost"
+CLIENT = "marie.dubois@sambreville.be"
+
+
+def wait_for(predicate, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def form_mail(n, project="E-guichet", sender=CLIENT, **changes):
+    form = fill_form("fr", complete_values("fr", project_name=project, **changes))
+    return Mail(brussels(2027, 3, 1, 9), sender, [WL], f"BOSA M1036 - Bon de commande – {project}", "ci-joint",
+                cc=[BOSA], attachments=[("Bon de commande.xlsx", form, XLSX)], message_id=f"<form{n}@sambreville.be>")
+
+
+class World:
+    """Two fresh mailboxes in the session Dovecot, a LocalSmtp, and settings pointing at them."""
+
+    def __init__(self, dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch, name="bot", wl=WL, bosa=BOSA):
+        """`name` and the two addresses tell several worlds apart (they may share a LocalSmtp)."""
+        self.dovecot, self.smtp, self.tmp = dovecot, local_smtp, tmp_path
+        self.addresses = {"worldline": wl, "bosa": bosa}
+        self.users = {"worldline": make_imap_user(), "bosa": make_imap_user()}
+        prefix = "TEST_" if name == "bot" else f"TEST_{name.upper()}_"
+        for box, (user, password) in self.users.items():
+            monkeypatch.setenv(f"{prefix}{box.upper()}_PW", password)
+            local_smtp.add_mailbox(self.addresses[box], user, password)
+        self.data = {
+            "mailboxes": {box: {"address": addr, "imap": {"host": dovecot.host, "port": dovecot.port,
+                                                         "user": self.users[box][0], "security": "plain",
+                                                         "password_env": f"{prefix}{box.upper()}_PW"}}
+                          for box, addr in self.addresses.items()},
+            "smtp": {"host": local_smtp.host, "port": local_smtp.port, "security": "plain"},
+            "database": {"url": f"sqlite:///{tmp_path}/{name}.sqlite"},
+            "daemon": {"send_retry_max_seconds": 1, "backoff_max_seconds": 2},
+        }
+        self.settings = parse_settings(self.data)
+        self.bot = None
+        self._engine = None
+
+    def configure(self, **sections):
+        """Change settings before start(): configure(daemon={"idle_minutes": 0.05}); nested
+        tables merge: configure(mailboxes={"worldline": {"imap": {"inbox": "Incoming"}}})."""
+        def merge(into, values):
+            for key, value in values.items():
+                if isinstance(value, dict):
+                    merge(into.setdefault(key, {}), value)
+                else:
+                    into[key] = value
+        merge(self.data, sections)
+        self.settings = parse_settings(self.data)
+
+    def append(self, name, raw, folder="INBOX", flags=()):
+        from mailbot.transport.sandbox import imap_append
+
+        return imap_append(self.dovecot.host, self.dovecot.port, *self.users[name], raw, folder, flags)
+
+    def start(self):
+        since = dt.datetime.now(dt.UTC)
+        self.bot = Daemon(self.settings, with_scheduler=False)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(self.bot.serve()), daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.count(FolderState) >= 4 and self.connected(since), what="the watchers to connect")
+
+    def stop(self):
+        if self.bot is not None:
+            self.loop.call_soon_threadsafe(self.bot.stop.set)
+            self.thread.join(20)
+            assert not self.thread.is_alive()
+            self.bot = None
+
+    def session(self):
+        from mailbot.store.db import open_database
+
+        if self._engine is None:  # one engine: opening one runs the migrations
+            self._engine = open_database(self.settings.database.url)
+        return Session(self._engine)
+
+    def count(self, model, *where):
+        with self.session() as s:
+            return s.exec(select(func.count()).select_from(model).where(*where)).one()
+
+    def connected(self, since=None):
+        """Every watcher has caught up (since `since`, when given)."""
+        with self.session() as s:
+            return all(f.last_contact and (since is None or f.last_contact >= since)
+                       for f in s.exec(select(FolderState)))
+
+    def answers(self, to=CLIENT):
+        """What the SMTP server received for `to` (an address, or the end of one)."""
+        return [e for e in self.smtp.envelopes if any(r.endswith(to) for r in e.rcpt_tos)]
+
+
+def to_toml(data, prefix=""):
+    """Enough TOML for the test configuration: nested tables of strings and numbers."""
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    lines = [f"[{prefix}]"] if prefix and scalars else []
+    lines += [f"{k} = {json.dumps(v)}" for k, v in scalars.items()]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines.append(to_toml(v, f"{prefix}.{k}" if prefix else k))
+    return "\n".join(lines) + "\n"
+
+
+def purpose(envelope):
+    return email.message_from_bytes(envelope.data)["X-Mailbot-Purpose"]
