@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import holidays
 
 from mailbot.errors import RulesError
-from mailbot.tomlfile import read_toml
+from mailbot.tomlfile import load_toml
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 DEFAULT_CALENDARS = Path(__file__).resolve().parents[1] / "rules" / "calendars.toml"
@@ -229,8 +229,7 @@ def _parse(data: dict[str, Any]) -> dict[str, BusinessCalendar]:
 
 
 def load_calendars(path: Path | str | None = None) -> dict[str, BusinessCalendar]:
-    path = Path(path) if path is not None else DEFAULT_CALENDARS
-    return parse_calendars(read_toml(path, "calendars file"), str(path))
+    return load_toml(path, DEFAULT_CALENDARS, parse_calendars, "calendars file")
 
 
 @lru_cache(maxsize=4)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mailbot.errors import RulesError
-from mailbot.tomlfile import read_toml
+from mailbot.tomlfile import load_toml, require
 
 LANGUAGES = ("fr", "nl")
 DEFAULT_SUBJECT_RULES = Path(__file__).resolve().parents[2] / "rules" / "subjects.toml"
@@ -316,19 +316,10 @@ def project_key(name: str) -> str:
 # ---------------------------------------------------------------- loading
 
 
-def _require(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
-    if key not in table:
-        raise RulesError(f"{where}: the key '{key}' is missing")
-    value = table[key]
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise RulesError(f"{where}: '{key}' must be a {kind.__name__}, not {value!r}")
-    return value
-
-
 def _words(table: dict[str, Any], key: str, where: str, required: bool = True) -> tuple[str, ...]:
     if not required and key not in table:
         return ()
-    words = _require(table, key, list, where)
+    words = require(table, key, list, where)
     for i, word in enumerate(words):
         if not isinstance(word, str) or not _fold_text(word).strip(" -_."):
             raise RulesError(f"{where}: {key} entry #{i + 1} must be a non-empty text, not {word!r}")
@@ -352,20 +343,20 @@ def parse_subject_rules(data: dict[str, Any], source: str = "rules") -> SubjectR
 
 def _parse(data: dict[str, Any]) -> SubjectRules:
     _no_extra(data, {"limits", "process", "project", "prefixes", "reference"}, "the file")
-    limits = _require(data, "limits", dict, "the file")
+    limits = require(data, "limits", dict, "the file")
     _no_extra(limits, {"max_length"}, "[limits]")
-    max_length = _require(limits, "max_length", int, "[limits]")
+    max_length = require(limits, "max_length", int, "[limits]")
     if not 20 <= max_length <= 100_000:
         raise RulesError(f"[limits]: max_length must be between 20 and 100000, not {max_length}")
 
-    process = _require(data, "process", dict, "the file")
+    process = require(data, "process", dict, "the file")
     _no_extra(process, {"frameworks", "keywords", "issuers"}, "[process]")
     frameworks = _words(process, "frameworks", "[process]")
     for i, code in enumerate(frameworks):
         if not re.fullmatch(r"[A-Za-z]{1,4}\d{1,8}", code):
             raise RulesError(f"[process]: frameworks entry #{i + 1} {code!r} must be letters then "
                              "digits, like 'M1036'")
-    keywords_raw = _require(process, "keywords", dict, "[process]")
+    keywords_raw = require(process, "keywords", dict, "[process]")
     if unknown := sorted(set(keywords_raw) - set(LANGUAGES)):
         raise RulesError(f"[process]: keywords for unknown language(s) {', '.join(unknown)} "
                          f"(known: {', '.join(LANGUAGES)})")
@@ -380,7 +371,7 @@ def _parse(data: dict[str, Any]) -> SubjectRules:
     _no_extra(project, {"fillers"}, "[project]")
     fillers = _words(project, "fillers", "[project]", required=False)
 
-    prefixes = _require(data, "prefixes", dict, "the file")
+    prefixes = require(data, "prefixes", dict, "the file")
     _no_extra(prefixes, {"reply", "forward", "tags"}, "[prefixes]")
     reply = _words(prefixes, "reply", "[prefixes]")
     forward = _words(prefixes, "forward", "[prefixes]")
@@ -388,7 +379,7 @@ def _parse(data: dict[str, Any]) -> SubjectRules:
         raise RulesError(f"[prefixes]: {', '.join(both)} cannot be both a reply and a forward prefix")
     tags = _words(prefixes, "tags", "[prefixes]", required=False)
 
-    reference = _require(data, "reference", dict, "the file")
+    reference = require(data, "reference", dict, "the file")
     _no_extra(reference, {"pattern"}, "[reference]")
     return SubjectRules(
         max_length=max_length,
@@ -399,13 +390,12 @@ def _parse(data: dict[str, Any]) -> SubjectRules:
         reply_prefixes=reply,
         forward_prefixes=forward,
         tags=tags,
-        reference_pattern=_require(reference, "pattern", str, "[reference]"),
+        reference_pattern=require(reference, "pattern", str, "[reference]"),
     )
 
 
 def load_subject_rules(path: Path | str | None = None) -> SubjectRules:
-    path = Path(path) if path is not None else DEFAULT_SUBJECT_RULES
-    return parse_subject_rules(read_toml(path, "rules file"), str(path))
+    return load_toml(path, DEFAULT_SUBJECT_RULES, parse_subject_rules)
 
 
 @lru_cache(maxsize=4)
