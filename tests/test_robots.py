@@ -9,8 +9,8 @@ import pytest
 from mailbot.errors import RulesError
 from mailbot.mail.parse import parse_mail
 from mailbot.mail.robots import (
-    DEFAULT_ROBOT_RULES, auto_reply_reason, bounce_reason, bulk_reason, load_robot_rules,
-    null_return_path_reason, parse_robot_rules, robot_address_reason,
+    DEFAULT_ROBOT_RULES, asks_something, auto_reply_reason, automatic_text_reason, bounce_reason, bulk_reason,
+    load_robot_rules, null_return_path_reason, own_text, parse_robot_rules, quick_reply, robot_address_reason,
 )
 
 CLIENT = ("From: Marie Dupont <marie.dupont@liege.be>", "Return-Path: <marie.dupont@liege.be>",
@@ -268,3 +268,116 @@ def test_rules_file_errors(tmp_path):
     bad.write_text("[out_of_office\n", encoding="utf-8")
     with pytest.raises(RulesError, match="not valid TOML"):
         load_robot_rules(bad)
+
+
+# ---------------------------------------------------------------- auto-responders that set no header
+
+@pytest.mark.parametrize("subject, language", [
+    ("Absent: BOSA M1036 - Bon de commande", "fr"),
+    ("Absent : BOSA M1036 - Bon de commande", "fr"),
+    ("Absente: Bon de commande", "fr"),
+    ("Out of Office: BOSA M1036 - Bon de commande", "en"),
+    ("Automatisch antwoord: BOSA M1036 - Bestelbon", "nl"),
+    ("Réponse automatique : BOSA M1036 - Bon de commande", "fr"),
+    ("Abwesenheitsnotiz: BOSA M1036 - Bestellung", "de"),
+])
+def test_out_of_office_subject_prefixes(subject, language):
+    assert auto_reply_reason(client(subject=subject)) == f"subject looks like an out-of-office ({language})"
+
+
+@pytest.mark.parametrize("subject", ["Absent lors de la signature", "Absentéisme", "RE: Absent: Bon de commande"])
+def test_absent_counts_only_as_a_prefix_with_its_colon(subject):
+    assert auto_reply_reason(client(subject=subject)) is None
+
+
+OUT_OF_OFFICE = {
+    "fr": "Bonjour,\r\nJe suis absent du bureau jusqu'au 15 mars inclus.\r\n"
+          "En cas d'urgence, contactez le secrétariat au 071 26 02 00.\r\n",
+    "nl": "Goedendag,\r\nIk ben afwezig tot en met 15 maart.\r\nVoor dringende zaken: secretariaat@lier.be\r\n",
+    "en": "Thank you for your message, we will answer shortly.\r\n",
+    "de": "Guten Tag,\r\nich bin bis 15. März nicht im Büro und habe keinen Zugriff auf meine E-Mails.\r\n",
+}
+REPLY = ("In-Reply-To: <mailbot.1@worldline.example>", "References: <mailbot.1@worldline.example>")
+
+
+@pytest.mark.parametrize("language", sorted(OUT_OF_OFFICE))
+def test_canned_texts_without_headers(language):
+    mail = client(*REPLY, subject="RE: [EPAY-2027-0001] BOSA M1036 - Bon de commande", body=OUT_OF_OFFICE[language])
+    assert auto_reply_reason(mail) is None  # no header, no telling subject
+    reason = automatic_text_reason(mail, is_reply=True)
+    assert reason.startswith("the text looks like an ") and f"({language})" in reason
+
+
+def test_canned_text_in_an_html_only_mail_with_typographic_apostrophes():
+    body = "<html><body><p>Je suis absente du bureau jusqu\u2019au 15 mars.</p></body></html>"
+    mail = client(*REPLY, "Content-Type: text/html; charset=utf-8", subject="RE: Bon de commande", body=body)
+    assert automatic_text_reason(mail, is_reply=True) == "the text looks like an out-of-office (fr): 'je suis absente'"
+
+
+def test_a_canned_text_counts_only_in_a_reply_without_attachment_or_question():
+    text = OUT_OF_OFFICE["fr"]
+    # a first mail: a client telling when he is away
+    assert automatic_text_reason(client(body=text), is_reply=False) is None
+    # a question: a client's
+    asking = text + "Pouvez-vous m'envoyer le formulaire en néerlandais ?\r\n"
+    assert automatic_text_reason(client(*REPLY, body=asking), is_reply=True) is None
+    # a question mark in a web address is no question
+    link = text + "Voir https://www.sambreville.be/contact?service=finances\r\n"
+    assert automatic_text_reason(client(*REPLY, body=link), is_reply=True) is not None
+    # a file: a client's
+    with_file = parse_mail(raw(*CLIENT, *REPLY, "Subject: RE: Bon de commande", 'Content-Type: multipart/mixed; boundary="b"',
+                               body="--b\r\nContent-Type: text/plain\r\n\r\n" + text + "--b\r\n"
+                                    "Content-Type: application/pdf\r\nContent-Disposition: attachment; filename=bon.pdf\r\n\r\n"
+                                    "%PDF-1.4\r\n--b--\r\n"))
+    assert with_file.attachments and automatic_text_reason(with_file, is_reply=True) is None
+
+
+@pytest.mark.parametrize("quote", [
+    "> Je suis absent du bureau jusqu'au 15 mars.",
+    "Le lun. 1 mars 2027 à 09:00, Marie <marie@liege.be> a écrit :\r\n> Je suis absent du bureau.",
+    "-----Original Message-----\r\nFrom: Marie\r\nJe suis absent du bureau jusqu'au 15 mars.",
+    "De : Marie Dupont\r\nEnvoyé : lundi 1 mars 2027 09:00\r\nJe suis absent du bureau.",
+    "Op ma 1 mrt 2027 om 09:00 schreef An <an@lier.be>:\r\nIk ben afwezig tot en met 15 maart.",
+    "Am Mo., 1. März 2027 um 09:00 Uhr schrieb Marie <m@x.de>:\r\nIch bin bis 15. März nicht im Büro.",
+    "On Mon, Mar 1, 2027 at 9:00 AM Marie <m@x.be>\r\nwrote:\r\nI am out of the office.",
+])
+def test_a_canned_text_only_in_the_quoted_mail_is_a_persons_reply(quote):
+    mail = client(*REPLY, subject="RE: Bon de commande", body="Bien reçu, merci.\r\n\r\n" + quote + "\r\n")
+    own = own_text(mail.body_text)
+    assert own.startswith("Bien reçu, merci.") and quote.splitlines()[-1] not in own  # a wrapped "wrote:" keeps a line
+    assert automatic_text_reason(mail, is_reply=True) is None
+
+
+def test_own_text_and_questions():
+    assert own_text("Merci\n> Une question ?\n") == "Merci"
+    assert own_text("") == ""
+    assert asks_something("Quel onglet ?") and asks_something("Welk tabblad?")
+    assert not asks_something("Voir www.x.be/?a=1 ou https://x.be/p?q=2")
+    assert quick_reply(3) and not quick_reply(3600)
+
+
+def test_the_canned_texts_are_rules_staff_can_extend():
+    data = _data()
+    data["out_of_office_text"]["fr"].append("Je profite de mes vacances")
+    data["replies"]["automatic_within_seconds"] = 5
+    extended = parse_robot_rules(data)
+    mail = client(*REPLY, body="Je profite de mes vacances jusqu'au 3 avril.\r\n")
+    assert automatic_text_reason(mail, is_reply=True, rules=extended) == \
+        "the text looks like an out-of-office (fr): 'je profite de mes vacances'"
+    assert automatic_text_reason(mail, is_reply=True) is None
+    assert not quick_reply(10, rules=extended)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("out_of_office_text"), "the table [out_of_office_text] is missing"),
+    (lambda d: d["acknowledgement_text"].update(en=[]), "[acknowledgement_text]: 'en' must be a non-empty list"),
+    (lambda d: d["replies"].pop("quote_line_starts"), "[replies]: the key 'quote_line_starts' is missing"),
+    (lambda d: d["replies"].update(automatic_within_seconds="60"), "[replies]: 'automatic_within_seconds' must be"),
+    (lambda d: d["replies"].update(automatic_within_seconds=True), "[replies]: 'automatic_within_seconds' must be"),
+    (lambda d: d["replies"].update(quote_starts=[">"]), "[replies]: unknown key(s) quote_starts"),
+])
+def test_canned_text_rules_mistakes_name_their_entry(change, message):
+    data = _data()
+    change(data)
+    with pytest.raises(RulesError, match=re.escape(message)):
+        parse_robot_rules(data, "rules/robots.toml")

@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import lru_cache
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from mailbot.forms.changes import compare
 from mailbot.answers.language import body_language, pick_language
 from mailbot.answers.outbox import Draft
-from mailbot.answers.policy import no_answer_reason
+from mailbot.answers.policy import echo_reason, no_answer_reason
 from mailbot.answers.render import Renderer
 from mailbot.config import Settings
 from mailbot.dossiers.process import is_linked
 from mailbot.forms import FormRules
+from mailbot.mail.documents import DocumentRules, load_document_rules
+from mailbot.mail.model import ParsedMail
 from mailbot.mail.subject import SubjectInfo
+from mailbot.store.models import OutboxMail
 
 if TYPE_CHECKING:
     from mailbot.pipeline import Understanding
@@ -80,7 +84,39 @@ def plan_for_mail(session: Session, u: Understanding, raw: bytes, msg_pk: int, a
                 _needs_human(u, msg_pk, at, settings, renderer, f"{who} wrote; the bot tells strangers nothing")]
     if u.kind == "reply":
         return [Silence("a client's question in a dossier: a person answers")]
+    if reason := _echo(session, mail, at, settings):
+        return [Silence(reason)]
     return _submission(u, msg_pk, at, settings, renderer, form_rules)
+
+
+MAX_THREAD_IDS = 50  # of References, the newest: a hostile mail may name thousands
+
+
+def replied_answer(session: Session, mail: ParsedMail) -> OutboxMail | None:
+    """The bot's own mail (an outbox row) that this mail replies to: the one In-Reply-To names,
+    else the newest one References names."""
+    direct = mail.in_reply_to[:5]
+    ids = list(dict.fromkeys((*direct, *mail.references[-MAX_THREAD_IDS:])))
+    if not ids:
+        return None
+    rows = session.exec(select(OutboxMail).where(col(OutboxMail.message_id).in_(ids))).all()
+    if not rows:
+        return None
+    return max([r for r in rows if r.message_id in direct] or rows, key=lambda r: r.id)
+
+
+def _echo(session: Session, mail: ParsedMail, at: dt.datetime, settings: Settings) -> str | None:
+    """Why a reply to one of the bot's own answers is not answered again (policy.echo_reason)."""
+    answer = replied_answer(session, mail)
+    if answer is None:
+        return None
+    seconds = (at - (answer.sent_at or answer.created_at)).total_seconds()
+    return echo_reason(mail, answer.purpose, seconds, _document_rules(settings.files.document_rules))
+
+
+@lru_cache(maxsize=4)
+def _document_rules(path) -> DocumentRules:
+    return load_document_rules(path)
 
 
 def _submission(u: Understanding, msg_pk: int, at: dt.datetime, settings: Settings,

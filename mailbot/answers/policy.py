@@ -6,8 +6,11 @@ answer can be recorded with its reason.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mailbot.config import Settings
 from mailbot.mail import robots
+from mailbot.mail.documents import DocumentRules, announces_form
 from mailbot.mail.model import ParsedMail
 
 
@@ -32,3 +35,33 @@ def no_answer_reason(mail: ParsedMail, raw: bytes | None, settings: Settings) ->
         if reason := check():
             return reason
     return None
+
+
+def echo_reason(mail: ParsedMail, answer: str, seconds: float,
+                document_rules: DocumentRules | None = None) -> str | None:
+    """A reply to one of the bot's own answers (`answer`: its purpose; `seconds` after it went)
+    that brings nothing new is not answered again: answering it is how the bot and a naive
+    auto-responder, one that sets no header and writes no known text, would keep each other
+    busy. New is an attachment, a question or an order form announced in what the sender wrote
+    (not in the answer it quotes). Sooner than [replies] automatic_within_seconds
+    (rules/robots.toml) only an attachment counts: no person reads, writes and sends so fast.
+    None when the reply may be answered."""
+    if mail.attachments:
+        return None
+    after = f"{_duration(seconds)} after it"
+    if robots.quick_reply(seconds):
+        return f"loop: a reply to the bot's {answer} answer {after}, with no attachment: a program's, not answered again"
+    own = robots.own_text(mail.body_text)
+    if robots.asks_something(own) or announces_form(replace(mail, body_text=own), document_rules):
+        return None
+    return (f"loop: a reply to the bot's {answer} answer ({after}) with no attachment and no new request: "
+            "not answered again")
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if unit == 'day' and n > 1 else ''}"
+    return f"{seconds} s"

@@ -4,7 +4,8 @@ robot (RFC 3834: no automatic answer to automatic mail, bounces or lists).
 Each detector returns None when it finds nothing, else the reason, naming the header or the
 rule ("Auto-Submitted: auto-replied", "List-Id present", "subject looks like an out-of-office
 (fr)"), so that every decision not to answer is recorded with its reason. Headers are read as
-their RFCs say; the words (subjects, address names) live in rules/robots.toml.
+their RFCs say; the words (subjects, address names, the canned texts of auto-responders that
+set no header, where a reply's quoted part starts) live in rules/robots.toml.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from flufl.bounce import all_failures
 from mailbot.errors import RulesError
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.parse import mime_tree
-from mailbot.tomlfile import read_toml
+from mailbot.tomlfile import load_toml
 
 DEFAULT_ROBOT_RULES = Path(__file__).resolve().parents[2] / "rules" / "robots.toml"
 # flufl.bounce runs ~40 regexes over every body line, some quadratic in the line's length
@@ -46,6 +47,12 @@ class RobotRules:
     address_suffixes: tuple[str, ...]
     address_prefixes: tuple[str, ...]
     address_pattern: re.Pattern[str]
+    # canned texts of auto-responders that set no header: (what, language, pattern) with the
+    # phrases of [out_of_office_text] and [acknowledgement_text]
+    text_patterns: tuple[tuple[str, str, re.Pattern[str]], ...] = ()
+    quote_line_starts: tuple[str, ...] = ()  # [replies]: where the quoted mail starts in a reply
+    quote_intro_words: tuple[str, ...] = ()
+    automatic_within_seconds: float = 60.0  # a reply to the bot's answer faster than this is a program's
 
 
 def fold(text: str) -> str:
@@ -56,16 +63,23 @@ def fold(text: str) -> str:
 
 
 def _starts_with_word(text: str, phrases: tuple[str, ...]) -> str | None:
-    """The phrase `text` starts with, followed by a non-word character or the end."""
+    """The phrase `text` starts with, followed by a non-word character or the end (a phrase
+    that ends with a colon, "absent:", needs nothing after it)."""
     for phrase in phrases:
-        if text.startswith(phrase) and not text[len(phrase):len(phrase) + 1].isalnum():
+        if text.startswith(phrase) and (not phrase[-1].isalnum()
+                                        or not text[len(phrase):len(phrase) + 1].isalnum()):
             return phrase
     return None
 
 
+def _colons(text: str) -> str:
+    """French typography puts a space before the colon ("Absent : ..."): compare without it."""
+    return text.replace(" :", ":")
+
+
 def _subject_key(subject: str) -> str:
     # cut first: a hostile 100 KB subject must cost nothing
-    return fold(_TAGS.sub("", subject[:300]))
+    return _colons(fold(_TAGS.sub("", subject[:300])))
 
 
 def _local_part(address: str) -> str:
@@ -151,6 +165,61 @@ def auto_reply_reason(mail: ParsedMail, *, rules: RobotRules | None = None) -> s
     return None
 
 
+def automatic_text_reason(mail: ParsedMail, *, is_reply: bool, rules: RobotRules | None = None) -> str | None:
+    """A reply whose own text is an auto-responder's canned text (an out-of-office, an
+    acknowledgement of receipt) from a responder that sets none of the headers above. Only a
+    reply (`is_reply`: In-Reply-To, References or a reply prefix) that carries no attachment and
+    asks nothing: a client who writes "je suis absente demain, pouvez-vous ... ?" or sends a
+    file is read as a client."""
+    rules = rules or default_robot_rules()
+    if not is_reply or mail.attachments:
+        return None
+    own = own_text(mail.body_text, rules=rules)
+    if not own or asks_something(own):
+        return None
+    key = _plain(own)
+    for what, language, pattern in rules.text_patterns:
+        if m := pattern.search(key):
+            return f"the text looks like {what} ({language}): {m.group(1)!r}"
+    return None
+
+
+OWN_TEXT_CHARS = 4000  # canned texts say what they are at once; a hostile body costs nothing
+_URL = re.compile(r"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.)\S*", re.IGNORECASE)
+
+
+def own_text(body: str, *, rules: RobotRules | None = None) -> str:
+    """What the sender wrote above the mail it quotes: the body up to the first line that starts
+    a quote ("> ...", "-----Original Message-----", the "From:" of a quoted header block) or
+    introduces one (ends with a colon and names the writing: "Le 1 mars 2027, X a écrit :",
+    "Op 1 mrt. 2027 schreef X <x@y.be>:"), as [replies] in the rules say."""
+    rules = rules or default_robot_rules()
+    lines = []
+    for line in body[:OWN_TEXT_CHARS].split("\n"):
+        key = _colons(fold(line))
+        if key and (key.startswith(rules.quote_line_starts) or key.endswith(":") and any(
+                re.search(rf"(?<!\w){re.escape(word)}(?!\w)", key) for word in rules.quote_intro_words)):
+            break
+        lines.append(line)
+    return "\n".join(lines).strip()
+
+
+def asks_something(text: str) -> bool:
+    """A question mark in the text, web addresses ("...?id=3") left out."""
+    return "?" in _URL.sub(" ", text) or "\uff1f" in text
+
+
+def quick_reply(seconds: float, *, rules: RobotRules | None = None) -> bool:
+    """A reply this many seconds after the mail it answers came faster than a person writes."""
+    rules = rules or default_robot_rules()
+    return seconds <= rules.automatic_within_seconds
+
+
+def _plain(text: str) -> str:
+    """How canned texts are compared: folded, typographic apostrophes made plain."""
+    return _colons(fold(text.replace("\u2019", "'").replace("\u2018", "'")))
+
+
 def bulk_reason(mail: ParsedMail) -> str | None:
     """Mailing lists and bulk mail (RFC 2369, RFC 2919, Precedence)."""
     precedence = mail.headers.get("precedence", "").strip().lower()
@@ -197,7 +266,7 @@ def _phrases(table: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
     for item in value:
         if not isinstance(item, str) or not fold(item):
             raise RulesError(f"{where}: '{key}' holds {item!r}, which is not a word")
-        out.append(fold(item))
+        out.append(_colons(fold(item)))
     # longest first, so that the reason names the most specific phrase
     return tuple(sorted(set(out), key=lambda p: (-len(p), p)))
 
@@ -220,16 +289,23 @@ def parse_robot_rules(data: dict[str, Any], source: str = "rules") -> RobotRules
 
 
 def _parse(data: dict[str, Any]) -> RobotRules:
-    if extra := sorted(set(data) - {"out_of_office", "bounce", "addresses"}):
+    if extra := sorted(set(data) - {"out_of_office", "bounce", "addresses", "out_of_office_text",
+                                    "acknowledgement_text", "replies"}):
         raise RulesError(f"the file: unknown table(s) {', '.join(extra)}")
-    ooo = data.get("out_of_office")
-    if not isinstance(ooo, dict) or not ooo:
-        raise RulesError("the file: the table [out_of_office] is missing or empty")
-    out_of_office = {lang: _phrases(ooo, lang, "[out_of_office]") for lang in ooo}
+    out_of_office = _by_language(data, "out_of_office")
     bounce = _table(data, "bounce", {"subjects", "senders", "sender_prefixes"})
     addresses = _table(data, "addresses", {"words", "suffixes", "prefixes"})
     words = _phrases(addresses, "words", "[addresses]")
     pattern = re.compile(r"(?:^|[._+-])(" + "|".join(map(re.escape, words)) + r")(?=$|[._+-])")
+    text_patterns = tuple(
+        (what, language, re.compile(r"(?<!\w)(" + "|".join(re.escape(_plain(p)) for p in phrases) + r")(?!\w)"))
+        for key, what in (("out_of_office_text", "an out-of-office"),
+                          ("acknowledgement_text", "an automatic acknowledgement"))
+        for language, phrases in _by_language(data, key).items())
+    replies = _table(data, "replies", {"quote_line_starts", "quote_intro_words", "automatic_within_seconds"})
+    within = replies.get("automatic_within_seconds")
+    if isinstance(within, bool) or not isinstance(within, (int, float)) or within < 0:
+        raise RulesError(f"[replies]: 'automatic_within_seconds' must be a number of seconds, not {within!r}")
     return RobotRules(
         out_of_office=out_of_office,
         bounce_subjects=_phrases(bounce, "subjects", "[bounce]"),
@@ -239,12 +315,22 @@ def _parse(data: dict[str, Any]) -> RobotRules:
         address_suffixes=_phrases(addresses, "suffixes", "[addresses]"),
         address_prefixes=_phrases(addresses, "prefixes", "[addresses]"),
         address_pattern=pattern,
+        text_patterns=text_patterns,
+        quote_line_starts=_phrases(replies, "quote_line_starts", "[replies]"),
+        quote_intro_words=_phrases(replies, "quote_intro_words", "[replies]"),
+        automatic_within_seconds=float(within),
     )
 
 
+def _by_language(data: dict[str, Any], key: str) -> dict[str, tuple[str, ...]]:
+    table = data.get(key)
+    if not isinstance(table, dict) or not table:
+        raise RulesError(f"the file: the table [{key}] is missing or empty")
+    return {lang: _phrases(table, lang, f"[{key}]") for lang in table}
+
+
 def load_robot_rules(path: Path | str | None = None) -> RobotRules:
-    path = Path(path) if path is not None else DEFAULT_ROBOT_RULES
-    return parse_robot_rules(read_toml(path, "rules file"), str(path))
+    return load_toml(path, DEFAULT_ROBOT_RULES, parse_robot_rules)
 
 
 @lru_cache(maxsize=4)
