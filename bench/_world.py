@@ -67,6 +67,22 @@ def vm_status(pid: int | str = "self") -> dict[str, int]:
     return out
 
 
+def children(pid: int) -> list[int]:
+    """The direct children of a process (the daemon's reader process), from /proc."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def readers_rss(pid: int) -> int:
+    """kB of VmRSS of a daemon's children (its reader processes)."""
+    return sum(vm_status(c).get("VmRSS", 0) for c in children(pid))
+
+
 def cpu_seconds(pid: int | str = "self", children: bool = False) -> float:
     """User + system CPU seconds of a process (and of its waited-for children), from /proc."""
     try:

@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sqlmodel import Session, col, func, select  # noqa: E402
 
-from _world import (BOSA, WL, WL_STAFF, BenchWorld, FormFactory, client_address, cpu_seconds,  # noqa: E402
-                    dovecot_version, group_cpu_seconds, machine, project_name, vm_status, wait_until)
+from _world import (BOSA, WL, WL_STAFF, BenchWorld, FormFactory, children, client_address, cpu_seconds,  # noqa: E402
+                    dovecot_version, group_cpu_seconds, machine, project_name, readers_rss, vm_status, wait_until)
 from mailbot.mail.parse import parse_mail  # noqa: E402
 from mailbot.season import XLSX, Mail, brussels, jpeg_bytes, pdf_bytes, scan_pdf  # noqa: E402
 from mailbot.store.models import FolderState, Message, OutboxMail  # noqa: E402
@@ -186,7 +186,7 @@ def bare(world: BenchWorld, batch: int) -> tuple[int, float, int]:
 class RssSampler(threading.Thread):
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.pid, self.samples, self.stop = pid, [], threading.Event()
+        self.pid, self.samples, self.stop, self.readers = pid, [], threading.Event(), 0
 
     def run(self) -> None:
         started = time.perf_counter()
@@ -194,6 +194,7 @@ class RssSampler(threading.Thread):
             status = vm_status(self.pid)
             if "VmRSS" in status:
                 self.samples.append((time.perf_counter() - started, status["VmRSS"], status.get("VmHWM", 0)))
+                self.readers = max(self.readers, readers_rss(self.pid))
             self.stop.wait(1.0)
 
 
@@ -272,7 +273,8 @@ def main() -> int:
             spy.send_signal(2)  # py-spy writes its file on SIGINT
             spy.wait(30)
         rss_end = vm_status(proc.pid)
-        cpu = (cpu_seconds(proc.pid), group_cpu_seconds(dovecot_pid) - cpu_before[0], cpu_seconds() - cpu_before[1])
+        cpu = (cpu_seconds(proc.pid), group_cpu_seconds(dovecot_pid) - cpu_before[0], cpu_seconds() - cpu_before[1],
+               sum(cpu_seconds(c) for c in children(proc.pid)))
         sampler.stop.set()
         sampler.join()
         with Session(engine) as session:
@@ -311,7 +313,7 @@ def main() -> int:
     print(f"     the outbox was empty {f'{outbox_wait:.1f} s' if outbox_wait is not None else f'NOT within {args.outbox_timeout:.0f} s'} "
           f"after the INBOX was done ({sent} answers and notes sent in all)")
     print(f"     CPU while it drained ({seconds:.0f} s): the daemon {cpu[0]:.1f} s ({100 * cpu[0] / seconds:.0f} % of a core), "
-          f"Dovecot {cpu[1]:.1f} s, this process (LocalSmtp delivering the answers, polling) {cpu[2]:.1f} s")
+          f"its reader process {cpu[3]:.1f} s, Dovecot {cpu[1]:.1f} s, this process (LocalSmtp delivering the answers, polling) {cpu[2]:.1f} s")
     print(f"ratio bot / bare one-by-one: {rate / bare_rate:.2f} (goal >= 0.5: {'met' if rate / bare_rate >= 0.5 and drained else 'NOT met'}); "
           f"bot / bare 100-a-FETCH: {rate / batch_rate:.2f}")
     samples = sampler.samples
@@ -322,6 +324,7 @@ def main() -> int:
         print(f"daemon RSS (MB): at the first mail {rss_at_first / 1024:.1f}, at 25 % of the drain {quarter / 1024:.1f}, "
               f"peak sampled {peak / 1024:.1f} (VmHWM {hwm / 1024:.1f}), end {rss_end.get('VmRSS', 0) / 1024:.1f}; "
               f"growth from 25 % to the end {(rss_end.get('VmRSS', 0) - quarter) / 1024:+.1f} MB")
+        print(f"     its reader process (parsing, form checks, PDF text ahead): peak sampled {sampler.readers / 1024:.1f} MB")
         every = max(1, len(samples) // 12)
         print("     samples (s: MB): " + ", ".join(f"{t:.0f}: {rss / 1024:.0f}" for t, rss, _ in samples[::every]))
     if args.profile:

@@ -1,3 +1,4 @@
 from mailbot.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # the reader processes (spawned) import this module too
+    raise SystemExit(main())

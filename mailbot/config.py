@@ -150,6 +150,12 @@ class Daemon(_Strict):
     backoff_max_seconds: float = Field(default=300, gt=0)  # reconnect backoff ceiling (with jitter)
     watchdog_minutes: float = Field(default=15, gt=0)  # a mailbox silent this long is reported once
     send_retry_max_seconds: float = Field(default=900, gt=0)  # outbox retry backoff ceiling
+    # Processes that read mail ahead (parsing, the form checker, PDF text) on another core;
+    # 0 reads in the daemon's own process (one core, or ~50 MB of memory to spare).
+    readers: int = Field(default=1, ge=0, le=8)
+    # The SMTP connection (and the sent folder's) stays open for the next mail; closed after
+    # this long without one.
+    smtp_idle_seconds: float = Field(default=5, gt=0)
 
 
 class Files(_Strict):

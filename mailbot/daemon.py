@@ -25,9 +25,15 @@ from mailbot.answers.outbox import Draft, enqueue
 from mailbot.config import Settings
 from mailbot.jobs import run_digest, run_sweep
 from mailbot.pipeline import Context, Seen, handle
+from mailbot.readers import Read, Readers
 from mailbot.store.db import open_database
 from mailbot.store.models import FolderState, OutboxMail
-from mailbot.transport.imap import FolderStateStore, FolderWatcher, ImapFolder
+from mailbot.transport.imap import (
+    CONNECTION_ERRORS,
+    FolderStateStore,
+    FolderWatcher,
+    SentFolder,
+)
 from mailbot.transport.smtp import OutboxSender
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -54,24 +60,46 @@ class Daemon:
         self.engine = open_database(self.settings.database.url)
         self.ctx = Context.load(self.settings, self.engine, max_attempts=self.settings.daemon.max_attempts)
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailbot-db")
+        files = self.settings.files
+        self.readers = Readers(files.form_rules, files.document_rules, self.settings.daemon.readers)
         self.state = FolderStateStore(self.engine, self.run_db, self.clock)
-        smtp = self.settings.smtp
-        self.sender = OutboxSender(self.engine, self.run_db, smtp, smtp.password("smtp") if smtp.user else None,
-                                   self.settings.daemon, self.clock, self.stop,
-                                   sent_check=self._sent_check, sent_copy=self._sent_copy)
         self.passwords = {name: box.imap.password(f"mailboxes.{name}.imap")
                           for name, box in self.settings.mailboxes.items() if box.imap}
+        self.sent_folder = self._sent_folder()
+        smtp, kept = self.settings.smtp, self.sent_folder is not None
+        self.sender = OutboxSender(self.engine, self.run_db, smtp, smtp.password("smtp") if smtp.user else None,
+                                   self.settings.daemon, self.clock, self.stop,
+                                   sent_check=self._sent_check if kept else None,
+                                   sent_copy=self._sent_copy if kept else None,
+                                   sent_close=self._sent_close if kept else None)
 
     async def run_db(self, fn: Callable, *args):
         return await asyncio.get_running_loop().run_in_executor(self.db, functools.partial(fn, *args))
 
     # --- mail in ---------------------------------------------------------------------------
 
-    async def process(self, raw: bytes, seen: Seen) -> bool:
+    async def process(self, items: list[tuple[bytes, Seen]]) -> int:
+        """Run the pipeline on a batch of mails in order, each read ahead in the reader process
+        while the database files the ones before it; how many were committed. At a stop, the
+        mail in hand is finished and the rest left for the next start."""
+        futures = [self.readers.submit(raw) for raw, _ in items]
+        try:
+            for n, ((raw, seen), future) in enumerate(zip(items, futures)):
+                if self.stop.is_set():
+                    return n
+                if not await self._process_one(raw, seen, await self.readers.result(future, raw)):
+                    return n
+            return len(items)
+        finally:
+            for future in futures:
+                if future is not None:
+                    future.cancel()
+
+    async def _process_one(self, raw: bytes, seen: Seen, read: Read | str | None) -> bool:
         """Run the pipeline, retrying a failing mail until it is quarantined; True once committed."""
         for _ in range(self.settings.daemon.max_attempts):
             try:
-                outcome = await self.run_db(handle, raw, seen, self.clock(), self.ctx)
+                outcome = await self.run_db(handle, raw, seen, self.clock(), self.ctx, read)
             except Exception as exc:  # noqa: BLE001 - the store itself failed: keep the mail on the server
                 log.warning("not recorded", extra={"mailbox": seen.mailbox, "uid": seen.uid, "reason": repr(exc)[:200]})
                 return False
@@ -96,33 +124,25 @@ class Daemon:
 
     # --- the sent folder, for the outbox sender -----------------------------------------------
 
-    def _sent_folder(self) -> ImapFolder | None:
+    def _sent_folder(self) -> SentFolder | None:
+        """One connection for all the sender's look-ups and copies (a login per mail was most of
+        the cost of sending)."""
         name = self.settings.answers.from_mailbox
         box = self.settings.mailboxes[name]
-        return ImapFolder(box.imap, self.passwords[name], box.imap.sent,
+        return SentFolder(box.imap, self.passwords[name], box.imap.sent,
                           self.settings.daemon.imap_timeout_seconds) if box.imap else None
 
     async def _sent_check(self, message_id: str) -> bool | None:
-        folder = self._sent_folder()
-        if folder is None:
-            return None
         try:
-            await asyncio.to_thread(folder.connect)
-            return await asyncio.to_thread(folder.has_message_id, message_id)
-        except Exception:  # noqa: BLE001 - unknown: the caller sends again only when sure it is absent
+            return await asyncio.to_thread(self.sent_folder.has_message_id, message_id)
+        except CONNECTION_ERRORS:  # unknown: the caller sends again only when sure it is absent
             return None
-        finally:
-            await asyncio.to_thread(folder.close)
 
-    async def _sent_copy(self, raw: bytes) -> None:
-        folder = self._sent_folder()
-        if folder is None:
-            return
-        try:
-            await asyncio.to_thread(folder.connect)
-            await asyncio.to_thread(folder.append, raw)
-        finally:
-            await asyncio.to_thread(folder.close)
+    async def _sent_copy(self, message_id: str, raw: bytes, look_first: bool = False) -> None:
+        await asyncio.to_thread(self.sent_folder.copy, message_id, raw, look_first)
+
+    async def _sent_close(self) -> None:
+        await asyncio.to_thread(self.sent_folder.close)
 
     # --- scheduled work -----------------------------------------------------------------------
 
@@ -164,13 +184,27 @@ class Daemon:
                                                             OutboxMail.created_at >= start)).first() is not None
 
     async def watchdog(self) -> None:
+        from sqlalchemy.exc import SQLAlchemyError
+
         limit = dt.timedelta(minutes=self.settings.daemon.watchdog_minutes)
         started = self.clock()
+        pause = min(60.0, limit.total_seconds() / 2)
         while not self.stop.is_set():
-            await self.run_db(self._watch, started, limit)
-            self.sender.wake.set()
             try:
-                await asyncio.wait_for(self.stop.wait(), timeout=min(60.0, limit.total_seconds() / 2))
+                await self.run_db(self._watch, started, limit)
+            except SQLAlchemyError as exc:
+                # The database failing (locked, full) is waited out, as the watchers and the
+                # sender do: nothing was written, the next round looks again. The cause only:
+                # SQLAlchemy's message carries the statement's parameters.
+                cause = getattr(exc, "orig", None) or exc
+                log.warning("database error", extra={"task": "watchdog",
+                                                     "reason": f"{type(exc).__name__}: {str(cause)[:200]}"})
+                wait = min(5.0, pause)
+            else:
+                self.sender.wake.set()
+                wait = pause
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=wait)
             except asyncio.TimeoutError:
                 pass
 
@@ -198,6 +232,15 @@ class Daemon:
 
     # --- the whole ----------------------------------------------------------------------------
 
+    def _ended(self, task: asyncio.Task) -> None:
+        """A task that ends before the stop is a bug: say so loudly (the watchdog reports the
+        silent folder to staff)."""
+        if task.cancelled() or self.stop.is_set():
+            return
+        exc = task.exception()
+        log.error("task ended", extra={"task": task.get_name(), "reason": repr(exc)[:300]},
+                  exc_info=(type(exc), exc, exc.__traceback__) if exc else None)
+
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -205,6 +248,7 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop.set)
             except (NotImplementedError, RuntimeError):
                 pass  # not the main thread (tests): the caller sets `stop`
+        self.readers.warm()
         scheduler = None
         if self.with_scheduler:
             scheduler = self.scheduler()
@@ -213,13 +257,18 @@ class Daemon:
         tasks = [asyncio.create_task(w.run(), name=f"watch-{w.mailbox}-{w.folder}") for w in self.watchers()]
         tasks.append(asyncio.create_task(self.sender.run(), name="outbox"))
         tasks.append(asyncio.create_task(self.watchdog(), name="watchdog"))
+        for task in tasks:
+            task.add_done_callback(self._ended)
         log.info("started", extra={"watchers": len(tasks) - 2})
         await self.stop.wait()
         log.info("stopping")
         if scheduler is not None:
             scheduler.shutdown(wait=False)
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.sent_folder is not None:
+            await self._sent_close()  # the sender closes it too, unless it died
         self.db.shutdown(wait=True)
+        self.readers.close()
         self.engine.dispose()
         log.info("stopped", extra={"processed": self.processed})
         return 0

@@ -1,8 +1,9 @@
 """The flow of one mail, top to bottom; the same for live mail (IMAP) and for replay.
 
-    raw bytes + where seen
+    raw bytes + where seen (+ the mail read ahead by a reader process: mailbot/readers.py)
+      -> parse                                                                 pure
       -> record (the message and where it was seen: committed before anything else)
-      -> read (parse, subject, the order forms, the other documents)           pure
+      -> read (subject, the order forms, the other documents)                  pure
       -> understand (dossier, kind)                                            reads the store
       -> apply (dossier flags, contacts, events, deadlines)  ─ one transaction ─
     A failure rolls back that mail's changes, records the reason and sets the mail aside
@@ -36,11 +37,24 @@ from mailbot.dossiers.process import (
 )
 from mailbot.dossiers.state import document_step
 from mailbot.forms import FormRules, load_rules
-from mailbot.mail.documents import DocumentRules, Reading, announces_form, load_document_rules, read_documents
+from mailbot.mail.documents import (
+    DocumentRules,
+    Looked,
+    Reading,
+    announces_form,
+    load_document_rules,
+    read_documents,
+)
 from mailbot.mail.kinds import classify
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.parse import parse_mail
-from mailbot.mail.subject import SubjectInfo, SubjectRules, load_subject_rules, parse_subject
+from mailbot.mail.subject import (
+    SubjectInfo,
+    SubjectRules,
+    load_subject_rules,
+    parse_subject,
+)
+from mailbot.readers import Read
 from mailbot.store.models import AttachmentRecord, Decision, Dossier, Message, Sighting
 
 log = logging.getLogger("mailbot.pipeline")
@@ -128,16 +142,24 @@ def message_key(mail: ParsedMail) -> str:
     return f"mid:{mail.message_id}" if mail.message_id else f"hash:{mail.content_hash}"
 
 
-def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context) -> Outcome:
-    """Record, understand and file one mail seen at `at`. Never raises for a bad mail."""
-    mail = parse_mail(raw)
-    msg_pk, key, mailboxes, state, known = _record(mail, seen, at, ctx)
+def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context, read: Read | str | None = None) -> Outcome:
+    """Record, understand and file one mail seen at `at`. Never raises for a bad mail.
+    `read`: the mail already read ahead (without it, the attachments are read as needed), or
+    why reading it failed beyond retrying (it is recorded and set aside at once)."""
+    mail = read.mail if isinstance(read, Read) else parse_mail(raw)
+    looked = read.looked if isinstance(read, Read) else Looked()
+    msg, mailboxes, known = _record(mail, seen, at, ctx)
+    msg_pk, key, state = msg.id, msg.key, msg.status
     if state != "received":
         return Outcome(msg_pk, key, mail.message_id, mailboxes, duplicate=True, known=known)
+    if isinstance(read, str):
+        log.warning("mail unreadable", extra={"message_pk": msg_pk, "reason": read})
+        _failed(msg_pk, read, ctx, final=True)
+        return Outcome(msg_pk, key, mail.message_id, mailboxes, duplicate=False, quarantined=read, failed=read)
     try:
         with Session(ctx.engine, expire_on_commit=False) as session:
-            msg = session.get(Message, msg_pk)
-            understanding = _understand_and_apply(session, raw, mail, msg, seen, mailboxes, at, ctx)
+            session.add(msg)  # as _record left it: no need to load it again
+            understanding = _understand_and_apply(session, raw, mail, looked, msg, seen, mailboxes, at, ctx)
             _answer(session, understanding, raw, msg_pk, at, ctx)
             msg.status = "processed"
             session.add(msg)
@@ -158,18 +180,20 @@ def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context) -> Outcome:
 
 
 def _record(mail: ParsedMail, seen: Seen, at: dt.datetime,
-            ctx: Context) -> tuple[int, str, tuple[str, ...], str, tuple[str | None, str | None]]:
+            ctx: Context) -> tuple[Message, tuple[str, ...], tuple[str | None, str | None]]:
     """Record the message and where it was seen, and commit, before anything is acted on."""
     key = message_key(mail)
-    with Session(ctx.engine) as session:
+    with Session(ctx.engine, expire_on_commit=False) as session:
         msg = session.exec(select(Message).where(Message.key == key)).first()
+        places: list[Sighting] = []
         if msg is None:
             msg = Message(key=key, message_id=mail.message_id, content_hash=mail.content_hash,
                           subject=mail.subject[:500], sender=mail.sender, sent_at=mail.date, received_at=at,
                           defects="; ".join(mail.defects)[:2000])
             session.add(msg)
             session.flush()
-        places = session.exec(select(Sighting).where(Sighting.message_pk == msg.id)).all()
+        else:
+            places = list(session.exec(select(Sighting).where(Sighting.message_pk == msg.id)))
         dossier = session.get(Dossier, msg.dossier_id) if msg.dossier_id is not None else None
         if not any(_same_place(p, seen) for p in places):
             session.add(Sighting(message_pk=msg.id, mailbox=seen.mailbox, folder=seen.folder,
@@ -180,7 +204,7 @@ def _record(mail: ParsedMail, seen: Seen, at: dt.datetime,
         mailboxes = tuple(sorted({p.mailbox for p in places} | {seen.mailbox}))
         known = (msg.kind, dossier.reference if dossier is not None else None)
         session.commit()
-        return msg.id, key, mailboxes, msg.status, known
+        return msg, mailboxes, known
 
 
 def _same_place(place: Sighting, seen: Seen) -> bool:
@@ -190,12 +214,12 @@ def _same_place(place: Sighting, seen: Seen) -> bool:
     return seen.uid is None or place.uid is None or (place.uidvalidity, place.uid) == (seen.uidvalidity, seen.uid)
 
 
-def _failed(msg_pk: int, reason: str, ctx: Context) -> bool:
+def _failed(msg_pk: int, reason: str, ctx: Context, final: bool = False) -> bool:
     with Session(ctx.engine) as session:
         msg = session.get(Message, msg_pk)
         msg.attempts += 1
         msg.status_reason = reason
-        if msg.attempts >= ctx.max_attempts:
+        if final or msg.attempts >= ctx.max_attempts:
             msg.status = "quarantined"
         session.add(msg)
         session.commit()
@@ -212,18 +236,17 @@ def _answer(session: Session, u: Understanding, raw: bytes, msg_pk: int, at: dt.
             enqueue(session, item, at, ctx.limits, shadow=ctx.settings.answers.shadow)
 
 
-def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, msg: Message, seen: Seen,
+def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked: Looked, msg: Message, seen: Seen,
                           mailboxes: tuple[str, ...], at: dt.datetime, ctx: Context) -> Understanding:
     settings = ctx.settings
     subject = parse_subject(mail.subject, ctx.subject_rules)
     staff_party = settings.mailbox_of(mail.sender) if mail.sender else None
     # The order forms first: their project name and enterprise number help find the dossier.
-    checks: dict = {}
-    pre = read_documents(mail, ctx.form_rules, None, mailboxes, ctx.document_rules, checks)
+    pre = read_documents(mail, ctx.form_rules, None, mailboxes, ctx.document_rules, looked)
     forms = [d.check for d in pre.of("order_form") if d.check is not None and d.usable]
     match = find_dossier(session, mail, subject, forms)
     dossier = match.dossier
-    reading = read_documents(mail, ctx.form_rules, document_step(dossier), mailboxes, ctx.document_rules, checks) \
+    reading = read_documents(mail, ctx.form_rules, document_step(dossier), mailboxes, ctx.document_rules, looked) \
         if dossier is not None else pre
     kind = classify(mail, raw, subject, reading, staff_sender=staff_party is not None,
                     in_dossier=dossier is not None, announces_form=announces_form(mail, ctx.document_rules))

@@ -23,6 +23,7 @@ def status(engine: Engine, settings: Settings, now: dt.datetime | None = None) -
                     "last_error": f.last_error, "reported_down": f.reported_down}
                    for f in s.exec(select(FolderState).order_by(FolderState.mailbox, FolderState.folder))]
         outbox = dict(s.exec(select(OutboxMail.state, func.count()).group_by(OutboxMail.state)).all())
+        copies_owed = s.exec(select(func.count()).select_from(OutboxMail).where(OutboxMail.copy_owed == True)).one()
         quarantined = [{"id": m.id, "subject": m.subject, "sender": m.sender, "reason": m.status_reason,
                         "received_at": m.received_at.isoformat()}
                        for m in s.exec(select(Message).where(Message.status == "quarantined").order_by(Message.id))]
@@ -30,7 +31,8 @@ def status(engine: Engine, settings: Settings, now: dt.datetime | None = None) -
                       .where(Deadline.state == "open", Deadline.due <= today).order_by(Deadline.due)).all()
         deadlines = [{"dossier": ref, "deadline": d.name, "due": d.due.isoformat(), "overdue": d.due < today}
                      for d, ref in rows]
-    return {"at": now.isoformat(), "folders": folders, "outbox": outbox, "quarantined": quarantined,
+    return {"at": now.isoformat(), "folders": folders, "outbox": outbox, "sent_copies_owed": copies_owed,
+            "quarantined": quarantined,
             "deadlines_due": [d for d in deadlines if not d["overdue"]],
             "deadlines_overdue": [d for d in deadlines if d["overdue"]]}
 
@@ -45,6 +47,8 @@ def render_status(report: dict) -> str:
                      f"{(f['last_contact'] or 'never')[:19]}{down}{error}")
     box = report["outbox"]
     lines += ["", "Outbox: " + (", ".join(f"{n} {k}" for k, n in sorted(box.items())) or "empty")]
+    if report["sent_copies_owed"]:
+        lines.append(f"  sent, their copy not yet in the Sent folder: {report['sent_copies_owed']}")
     lines += ["", f"Quarantined mail: {len(report['quarantined'])}"]
     lines += [f"  #{q['id']} {q['received_at'][:16]} {q['sender']}: {q['subject'][:60]!r} – {q['reason']}"
               for q in report["quarantined"]]

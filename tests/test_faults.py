@@ -11,13 +11,16 @@ The random kills use MAILBOT_FAULT_SEED when it is set (the seed is printed on f
 import asyncio
 import collections
 import contextlib
+import datetime as dt
 import email
 import email.parser
 import email.policy
 import functools
+import json
 import logging
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -27,7 +30,7 @@ import time
 
 import pytest
 from imapclient import IMAPClient
-from mailworld import BOSA, WL, World, to_toml, wait_for
+from mailworld import BOSA, WL, World, purpose, to_toml, wait_for
 from sqlalchemy import event
 from sqlmodel import col, select
 
@@ -265,11 +268,12 @@ def test_dovecot_restarted_and_stopped_during_idle(world, dovecot, caplog):
     wait_for(lambda: len(answer_counts(world)) == 4 and unfinished(world) == 0, timeout=30,
              what="the answers after the outage")
     wait_for(lambda: world.count(FolderState, FolderState.last_error != "") == 0, what="every watcher back")
+    # An answer that went while the server was away owes its copy to the sent folder: added
+    # once the server is back, once.
+    wait_for(lambda: world.count(OutboxMail, OutboxMail.copy_owed == True) == 0, timeout=30,  # noqa: E712
+             what="the owed sent copies")
     settle(lambda: (sum(answer_counts(world).values()), world.count(Message)))
-    # An answer that went while the server was away has no copy in the sent folder (the bot
-    # says so, and does not try again): sent once all the same.
-    no_copy = frozenset(r.message_id for r in caplog.records if r.getMessage() == "sent copy failed")
-    assert_all_once(world, [mid(n) for n in (1, 2, 3, 4)], copy_failed=no_copy)
+    assert_all_once(world, [mid(n) for n in (1, 2, 3, 4)])
 
 
 @pytest.mark.parametrize("moment", ["fetch", "wait"], ids=["while-another-is-taken", "right-before-idle"])
@@ -611,10 +615,60 @@ def test_auto_responder_loop_stops(world, auto_submitted):
     with world.session() as s:
         reasons = s.exec(select(Decision.reason).join(Message, Message.id == Decision.message_pk)
                          .where(Message.message_id == f"auto0@{CLIENTS}")).all()
-    # Marked: never answered (RFC 3834). Unmarked, it reads as the client's mail again: the
-    # answer it calls for is one the client had today already.
-    limit = f"limit: a form_missing answer already went to client1@{CLIENTS} for this dossier in the last 24 hours"
-    assert reasons == ["auto_reply: Auto-Submitted: auto-replied" if auto_submitted else limit]
+    # Marked: never answered (RFC 3834). Unmarked, its text tells an out-of-office.
+    text = "auto_reply: the text looks like an out-of-office (fr): 'je suis absente'"
+    assert reasons == ["auto_reply: Auto-Submitted: auto-replied" if auto_submitted else text]
+
+
+NAIVE = {
+    # RE: the bot's subject and an acknowledgement the rules know: an auto_reply by its text
+    "known-text": ("RE: ", "Thank you for your message, we will answer shortly.",
+                   "auto_reply: the text looks like an automatic acknowledgement (en): 'we will answer shortly'"),
+    # the bot's subject as it came (the process's, so it reads as the client announcing the form
+    # again) and a text no rule knows: a reply to the bot's answer with nothing new, at once
+    "unknown-text": ("", "Votre courrier a été transmis au service concerné.",
+                     ("loop: a reply to the bot's form_missing answer {s} after it, with no attachment: "
+                      "a program's, not answered again")),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(NAIVE))
+def test_naive_auto_responder_stops_after_one_answer(world, variant):
+    """A responder that sets no Auto-Submitted, X-Autoreply or Precedence answers every mail at
+    once. The daily limits are raised out of the way: what stops the loop is the bot knowing the
+    reply for what it is, not a limit."""
+    prefix, text, expected = NAIVE[variant]
+    world.configure(answers={"per_purpose_per_day": 100, "per_address_per_day": 100})
+    replies = []
+
+    def respond(envelope):
+        if not any(r.endswith("@" + CLIENTS) for r in envelope.rcpt_tos):
+            return
+        got = _headers(envelope.data)
+        subject = prefix + str(got["Subject"]).removeprefix("RE: ")
+        reply = Mail(brussels(2027, 3, 1, 9), str(got["To"]), [WL], subject, text,
+                     message_id=f"<naive{len(replies)}@{CLIENTS}>", in_reply_to=str(got["Message-ID"])).to_bytes()
+        replies.append(reply)
+        threading.Thread(target=world.append, args=("worldline", reply), daemon=True).start()
+
+    world.smtp.on_accept = respond
+    world.start()
+    world.append("worldline", client_mail(1))
+    wait_for(lambda: replies, timeout=20, what="the first answer")
+    wait_for(lambda: world.count(Message, Message.message_id == f"naive0@{CLIENTS}", Message.status == "processed"),
+             timeout=20, what="the auto-reply to be read")
+    answers, responses, _ = settle(lambda: (sum(answer_counts(world).values()), len(replies), world.count(Message)),
+                                   quiet=3.0)
+    assert (answers, responses) == (1, 1)  # counted at the SMTP server
+    assert unfinished(world) == 0
+    with world.session() as s:
+        kind = s.exec(select(Message.kind).where(Message.message_id == f"naive0@{CLIENTS}")).one()
+        reasons = s.exec(select(Decision.reason).join(Message, Message.id == Decision.message_pk)
+                         .where(Message.message_id == f"naive0@{CLIENTS}")).all()
+    assert kind == ("auto_reply" if variant == "known-text" else "submission")
+    [reason] = reasons
+    pattern = re.escape(expected).replace(re.escape("{s}"), r"\d+ s")
+    assert re.fullmatch(pattern, reason), reason
 
 
 # --- 9. the database locked, or full ---------------------------------------------------------
@@ -686,3 +740,43 @@ def test_database_full_for_a_moment(world, caplog):
              what="the mail once there is room")
     settle(lambda: (sum(answer_counts(world).values()), world.count(Message)))
     assert_all_once(world, [mid(n) for n in (1, 2, 3)])
+
+
+def test_watchdog_goes_on_after_a_database_failure(world, caplog):
+    """The watchdog's write fails (the disk full): it logs, waits and looks again; its note on the
+    silent folder goes out once there is room."""
+    world.configure(daemon={"watchdog_minutes": 0.1, "idle_minutes": 0.03})  # looks every 3 s; watchers talk every 2 s
+    world.start()
+    full = threading.Event()
+
+    def cap(dbapi_connection, record, proxy):  # the bot's connections only: no page beyond today's
+        cursor = dbapi_connection.cursor()
+        if full.is_set():
+            pages = cursor.execute("PRAGMA page_count").fetchone()[0]
+            cursor.execute(f"PRAGMA max_page_count = {pages}")
+        else:
+            cursor.execute("PRAGMA max_page_count = 1073741823")
+        cursor.close()
+
+    def failed():
+        return [r for r in caplog.records if r.name == "mailbot.daemon" and r.getMessage() == "database error"]
+
+    def notes():
+        with world.session() as s:
+            return [(json.loads(o.detail)["mailbox"], json.loads(o.detail)["down"], o.state)
+                    for o in s.exec(select(OutboxMail).where(OutboxMail.purpose == "watchdog"))]
+
+    event.listen(world.bot.engine, "checkout", cap)
+    full.set()
+    # A folder silent for an hour: the watchdog's note on it (with its long error) needs room.
+    with world.session() as s:
+        s.add(FolderState(mailbox="bosa", folder="Archive", last_contact=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
+                          last_error="ConnectionRefusedError: " + "refused " * 500))
+        s.commit()
+    wait_for(failed, timeout=20, what="the watchdog's write to fail")
+    time.sleep(4)  # it tries again meanwhile, and fails again
+    assert len(failed()) >= 2 and notes() == []
+    assert all(getattr(r, "task", None) == "watchdog" and "full" in r.reason for r in failed())
+    full.clear()
+    wait_for(lambda: notes() == [("bosa", True, "sent")], timeout=20, what="the watchdog's note once there is room")
+    assert [purpose(e) for e in world.answers(BOSA)] == ["watchdog"]

@@ -57,12 +57,22 @@ def open_dossier(session: Session, mail: ParsedMail, subject: SubjectInfo, forms
     return dossier
 
 
+def _contacts(session: Session, dossier: Dossier) -> set[str]:
+    """The dossier's contact addresses, read once per session (a mail's transaction) and kept
+    up to date by link_contact: a mail asks about them several times."""
+    known = session.info.setdefault("contacts", {})
+    if dossier.id not in known:
+        known[dossier.id] = set(session.exec(select(Contact.email).where(Contact.dossier_id == dossier.id)))
+    return known[dossier.id]
+
+
 def link_contact(session: Session, dossier: Dossier, email: str, role: str) -> bool:
     email = email.lower()
-    exists = session.exec(select(Contact).where(Contact.dossier_id == dossier.id, Contact.email == email)).first()
-    if exists:
+    contacts = _contacts(session, dossier)
+    if email in contacts:
         return False
     session.add(Contact(dossier_id=dossier.id, email=email, role=role))
+    contacts.add(email)
     return True
 
 
@@ -71,8 +81,7 @@ def is_colleague(session: Session, dossier: Dossier, email: str, public_domains:
     domain = email.rpartition("@")[2].lower()
     if not domain or domain in public_domains:
         return False
-    emails = session.exec(select(Contact.email).where(Contact.dossier_id == dossier.id)).all()
-    return any(e.rpartition("@")[2] == domain for e in emails)
+    return any(e.rpartition("@")[2] == domain for e in _contacts(session, dossier))
 
 
 def record_unlinked(session: Session, dossier: Dossier, reading: Reading, message_pk: int, at: dt.datetime) -> None:
@@ -84,9 +93,7 @@ def record_unlinked(session: Session, dossier: Dossier, reading: Reading, messag
 
 
 def is_linked(session: Session, dossier: Dossier, email: str | None) -> bool:
-    if not email:
-        return False
-    return session.exec(select(Contact.id).where(Contact.dossier_id == dossier.id, Contact.email == email.lower())).first() is not None
+    return bool(email) and email.lower() in _contacts(session, dossier)
 
 
 def last_form(session: Session, dossier: Dossier) -> FormCheck | None:
@@ -109,7 +116,7 @@ def apply_mail(session: Session, dossier: Dossier, *, mail: ParsedMail, kind: st
         events.append(name)
         session.add(Event(dossier_id=dossier.id, at=at, kind=name, message_pk=message_pk, detail=detail))
 
-    previous = last_form(session, dossier)
+    previous = last_form(session, dossier) if reading.of("order_form") else None
     form = _record_forms(session, dossier, mail, reading, message_pk, at)
     if form is not None:
         if previous is not None and (changes := compare(previous, form)):

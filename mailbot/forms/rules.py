@@ -6,13 +6,14 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 from mailbot.errors import RulesError
 from mailbot.forms.values import CHECK_PARAMS, CHECKS
-from mailbot.tomlfile import read_toml
+from mailbot.tomlfile import load_toml
+from mailbot.tomlfile import require as _require
 
 LANGUAGES = ("fr", "nl")
 DEFAULT_RULES = Path(__file__).resolve().parents[2] / "rules" / "order_form.toml"
@@ -22,6 +23,7 @@ _DASHES = re.compile(r"[\u2010-\u2015\u2212\-]+")
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u00b4": "'", "`": "'"})
 
 
+@lru_cache(maxsize=4096)  # every form repeats the same labels: fold each once
 def label_key(text: str) -> str:
     """How labels are compared: no case, accents, extra or odd spaces, dash or quote kind,
     and no trailing ':' or '*' (marks people add)."""
@@ -85,6 +87,11 @@ class FormRules:
     def field(self, field_id: str) -> FieldRule:
         return next(f for f in self.fields if f.id == field_id)
 
+    @cached_property
+    def label_keys(self) -> dict[str, dict[str, str]]:
+        """language -> folded label -> field id, as the sheet reader looks labels up."""
+        return {lang: {label_key(f.labels[lang]): f.id for f in self.fields} for lang in LANGUAGES}
+
     def label(self, item_id: str, language: str) -> str:
         for f in self.fields:
             if f.id == item_id:
@@ -101,15 +108,6 @@ def _need(where: str, raw: Any) -> tuple[str, str | None]:
     if isinstance(raw, str) and raw.startswith("when:") and raw[5:]:
         return "conditional", raw[5:]
     raise RulesError(f"{where}: need must be 'mandatory', 'optional' or 'when:<field>', not {raw!r}")
-
-
-def _require(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
-    if key not in table:
-        raise RulesError(f"{where}: the key '{key}' is missing")
-    value = table[key]
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise RulesError(f"{where}: '{key}' must be a {kind.__name__}, not {value!r}")
-    return value
 
 
 def _parse_field(raw: dict[str, Any], index: int) -> FieldRule:
@@ -200,8 +198,7 @@ def _parse_rules(data: dict[str, Any]) -> FormRules:
 
 
 def load_rules(path: Path | str | None = None) -> FormRules:
-    path = Path(path) if path is not None else DEFAULT_RULES
-    return parse_rules(read_toml(path, "rules file"), str(path))
+    return load_toml(path, DEFAULT_RULES, parse_rules)
 
 
 @lru_cache(maxsize=4)

@@ -93,6 +93,8 @@ def _read_book(book: Any, rules: FormRules) -> SheetContent:
         score = len(content.found) + (1000 if title else 0)
         if best is None or score > best[0]:
             best = (score, content)
+        if content.title is not None and len(content.found) == len(rules.fields):
+            break  # no other sheet can do better than the title and every label
     fields_total = len(rules.fields)
     if best is None or (best[1].title is None and len(best[1].found) < rules.limits.min_label_share * fields_total):
         raise NotAnOrderForm(
@@ -120,7 +122,7 @@ def parse_title(text: str, rules: FormRules) -> Title | None:
 
 def _locate(grid: list[tuple[Any, ...]], title: Title | None, rules: FormRules) -> SheetContent:
     """Find each field by its label (any row, any column) and take the value to its right."""
-    keys = {lang: {label_key(f.labels[lang]): f.id for f in rules.fields} for lang in LANGUAGES}
+    keys = rules.label_keys
     hits: dict[str, dict[str, Any]] = {lang: {} for lang in LANGUAGES}
     for row in grid:
         for col, cell in enumerate(row):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -152,13 +152,47 @@ def _name_kind(name: str, rules: DocumentRules) -> str | None:
     return None
 
 
+@dataclass
+class Looked:
+    """What the attachments' content says, by attachment index: the costly part of reading a
+    mail (the form checker, PDF text), kept so that a second reading of the same mail (once its
+    dossier is known) does not do it again, and so that it can be done ahead, in another process."""
+    form_checks: dict[int, FormCheck] = field(default_factory=dict)
+    pdf_texts: dict[int, str] = field(default_factory=dict)
+
+    def form_check(self, index: int, att: Attachment, form_rules: FormRules) -> FormCheck:
+        if index not in self.form_checks:
+            self.form_checks[index] = check_form(att.data, name=att.filename or "attachment.xlsx", rules=form_rules)
+        return self.form_checks[index]
+
+    def pdf_text(self, index: int, att: Attachment, rules: DocumentRules) -> str:
+        if index not in self.pdf_texts:
+            self.pdf_texts[index] = _pdf_text(att, rules)
+        return self.pdf_texts[index]
+
+
+def look_at(mail: ParsedMail, form_rules: FormRules, rules: DocumentRules) -> Looked:
+    """Everything `read_documents` may need from the attachments' content, whatever the dossier."""
+    looked = Looked()
+    for index, att in enumerate(mail.attachments):
+        kind_of_file = file_type(att)
+        if kind_of_file in ("workbook", "old_office"):
+            looked.form_check(index, att, form_rules)
+        elif kind_of_file == "pdf" and _name_kind(_stem(att), rules) is None:
+            looked.pdf_text(index, att, rules)
+    return looked
+
+
+def _stem(att: Attachment) -> str:
+    return fold(att.filename.rsplit(".", 1)[0] if "." in att.filename else att.filename)
+
+
 def read_documents(mail: ParsedMail, form_rules: FormRules, step: Step | None = None,
                    inboxes: tuple[str, ...] = (), rules: DocumentRules | None = None,
-                   form_checks: dict[int, FormCheck] | None = None) -> Reading:
+                   looked: Looked | None = None) -> Reading:
     """Classify each attachment; `inboxes` names where the mail was seen (worldline, bosa).
-    `form_checks` keeps the workbooks' checks by attachment index, so a second reading of the
-    same mail (once its dossier is known) does not check them again."""
-    form_checks = {} if form_checks is None else form_checks
+    `looked` keeps what the content said, across readings of the same mail."""
+    looked = Looked() if looked is None else looked
     rules = rules or default_document_rules()
     step = step or Step()
     documents: list[Document] = []
@@ -167,15 +201,13 @@ def read_documents(mail: ParsedMail, form_rules: FormRules, step: Step | None = 
     form_like: list[tuple[int, str]] = []  # PDFs or pictures that say they are the order form
     for index, att in enumerate(mail.attachments):
         kind_of_file = file_type(att)
-        name = fold(att.filename.rsplit(".", 1)[0] if "." in att.filename else att.filename)
+        name = _stem(att)
         named = _name_kind(name, rules)
         if kind_of_file == "picture" and _is_logo(att, rules):
             ignored.append((index, "a small or inline picture (a signature logo)"))
             continue
         if kind_of_file in ("workbook", "old_office"):
-            check = form_checks.get(index)
-            if check is None:
-                check = form_checks[index] = check_form(att.data, name=att.filename or "attachment.xlsx", rules=form_rules)
+            check = looked.form_check(index, att, form_rules)
             if check.is_order_form or any(p.code != "not_an_order_form" for p in check.problems if p.field == "form"):
                 documents.append(Document("order_form", index, "a workbook read by the form checker",
                                           check, usable=check.is_order_form))
@@ -193,7 +225,7 @@ def read_documents(mail: ParsedMail, form_rules: FormRules, step: Step | None = 
             continue
         signed = has_word(name, rules.names["signed"])
         if named is None and kind_of_file == "pdf":
-            text = _pdf_text(att, rules)
+            text = looked.pdf_text(index, att, rules)
             for kind in ("convention", "order_form", "id_copy"):
                 if text and has_word(text, rules.text.get(kind, ())):
                     named = kind

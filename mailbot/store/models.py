@@ -171,6 +171,7 @@ class OutboxMail(SQLModel, table=True):
         # purpose; the reminders look up each dossier's last reminder (migration 0004).
         Index("ix_outbox_created_at", "created_at"),
         Index("ix_outbox_dossier_purpose", "dossier_id", "purpose", "created_at"),
+        Index("ix_outbox_copy_owed", "copy_owed"),  # the sender looks for them when idle (0005)
     )
     id: int | None = Field(default=None, primary_key=True)
     message_id: str = Field(unique=True, index=True)  # without angle brackets
@@ -193,6 +194,9 @@ class OutboxMail(SQLModel, table=True):
     attempts: int = 0
     last_error: str = ""
     sent_at: dt.datetime | None = Field(default=None, sa_column=_utc_null())
+    # Sent, but its copy is not in the sent folder yet (the IMAP server failed): appended later,
+    # after a look whether an earlier try got there after all.
+    copy_owed: bool = False
 
 
 class Decision(SQLModel, table=True):

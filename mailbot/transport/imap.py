@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
@@ -32,6 +33,7 @@ from mailbot.store.models import FolderState
 log = logging.getLogger("mailbot.imap")
 # What a broken or vanished connection raises: reconnect and catch up.
 CONNECTION_ERRORS = (IMAPClientError, OSError, ssl.SSLError, EOFError, socket.timeout, ValueError)
+T = TypeVar("T")
 
 
 class ImapFolder:
@@ -98,18 +100,33 @@ class ImapFolder:
             return sorted(self.client.search(["UNKEYWORD", self.cfg.keyword]))
         return sorted(self.client.search(["ALL"]))
 
-    def fetch(self, uid: int) -> bytes | None:
-        # BODY.PEEK leaves \\Seen alone.
-        data = self.client.fetch([uid], ["BODY.PEEK[]"])
-        return data.get(uid, {}).get(b"BODY[]")
+    def batches(self, uids: list[int]) -> list[list[int]]:
+        """`uids` in batches of at most BATCH_MAILS mails and BATCH_BYTES bytes (one mail alone
+        when it is larger), so that a backlog is never in memory at once."""
+        sizes = self.client.fetch(uids, ["RFC822.SIZE"]) if uids else {}
+        out: list[list[int]] = []
+        total = 0
+        for uid in uids:
+            size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
+            if not out or len(out[-1]) >= BATCH_MAILS or total + size > BATCH_BYTES:
+                out.append([])
+                total = 0
+            out[-1].append(uid)
+            total += size
+        return out
 
-    def mark_done(self, uid: int) -> None:
+    def fetch(self, uids: list[int]) -> dict[int, bytes]:
+        """The mails of `uids` still there, in one FETCH (BODY.PEEK leaves \\Seen alone)."""
+        data = self.client.fetch(uids, ["BODY.PEEK[]"])
+        return {uid: data[uid][b"BODY[]"] for uid in uids if b"BODY[]" in data.get(uid, {})}
+
+    def mark_done(self, uids: list[int]) -> None:
         if self.can_keyword:
-            self.client.add_flags([uid], [self.cfg.keyword.encode()])
+            self.client.add_flags(uids, [self.cfg.keyword.encode()])
         elif self.cfg.move_to:
             if not self.client.folder_exists(self.cfg.move_to):
                 self.client.create_folder(self.cfg.move_to)
-            self.client.move([uid], self.cfg.move_to)
+            self.client.move(uids, self.cfg.move_to)
 
     def has_message_id(self, message_id: str) -> bool:
         return bool(self.client.search(["HEADER", "Message-ID", message_id]))
@@ -147,7 +164,56 @@ class ImapFolder:
             self.client = None
 
 
-Process = Callable[[bytes, Seen], Awaitable[bool]]
+class SentFolder:
+    """The outbox sender's connection to the sent folder, kept between its look-ups and copies:
+    made at first use, made again when it dropped, one call at a time (the calls run in worker
+    threads)."""
+
+    def __init__(self, cfg: Imap, password: str, folder: str, timeout: float = 30.0) -> None:
+        self.conn = ImapFolder(cfg, password, folder, timeout)
+        self.lock = threading.Lock()
+
+    def _run(self, step: Callable[[ImapFolder, bool], T]) -> T:
+        with self.lock:
+            kept = self.conn.client is not None
+            if not kept:
+                self.conn.connect()
+            try:
+                return step(self.conn, False)
+            except CONNECTION_ERRORS:
+                self.conn.close()
+                if not kept:
+                    raise
+            # The kept connection had dropped (server restarted, logged out idle): once more on a new one.
+            self.conn.connect()
+            try:
+                return step(self.conn, True)
+            except CONNECTION_ERRORS:
+                self.conn.close()
+                raise
+
+    def has_message_id(self, message_id: str) -> bool:
+        return self._run(lambda conn, _again: conn.has_message_id(message_id))
+
+    def copy(self, message_id: str, raw: bytes, look_first: bool = False) -> bool:
+        """Append `raw` (Message-ID `message_id`); False when it was there already. A second try
+        looks first: the APPEND that failed may have landed all the same."""
+        def step(conn: ImapFolder, again: bool) -> bool:
+            if (look_first or again) and conn.has_message_id(message_id):
+                return False
+            conn.append(raw)
+            return True
+        return self._run(step)
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+
+# Runs the pipeline on a batch of mails, in order; how many were committed (then flagged).
+Process = Callable[[list[tuple[bytes, Seen]]], Awaitable[int]]
+BATCH_MAILS = 20
+BATCH_BYTES = 8_000_000
 
 
 @dataclass
@@ -157,7 +223,7 @@ class FolderWatcher:
     folder: str
     cfg: Imap
     password: str
-    process: Process  # True once the mail is committed (then it is flagged on the server)
+    process: Process
     state: FolderStateStore
     daemon: Daemon
     stop: asyncio.Event
@@ -216,15 +282,28 @@ class FolderWatcher:
             await asyncio.to_thread(conn.wait, self.daemon.idle_minutes * 60, self.daemon.poll_seconds, thread_stop)
 
     async def _take(self, conn: ImapFolder, uids: list[int]) -> None:
-        for uid in uids:
-            if self.stop.is_set():
-                return  # the mail in hand is finished; the rest waits for the next start
-            raw = await asyncio.to_thread(conn.fetch, uid)
-            if raw is not None:
-                if not await self.process(raw, Seen(self.mailbox, self.folder, conn.uidvalidity, uid)):
-                    raise OSError("the mail could not be recorded; trying again after a reconnect")
-                await asyncio.to_thread(conn.mark_done, uid)
-            await self.state.advance(self.mailbox, self.folder, conn.uidvalidity, uid)
+        """Take the mail a batch at a time: one FETCH, the batch processed in order, then its
+        flags set and the progress saved at once. A crash in between costs nothing: the next
+        start takes the batch again and the pipeline knows each mail it has recorded."""
+        for start in range(0, len(uids), 500):
+            for batch in await asyncio.to_thread(conn.batches, uids[start:start + 500]):
+                if self.stop.is_set():
+                    return  # the mail in hand is finished; the rest waits for the next start
+                raws = await asyncio.to_thread(conn.fetch, batch)
+                items = [(raws[uid], Seen(self.mailbox, self.folder, conn.uidvalidity, uid)) for uid in batch
+                         if uid in raws]
+                done = await self.process(items)
+                if done:
+                    await asyncio.to_thread(conn.mark_done, [seen.uid for _, seen in items[:done]])
+                # Up to the first mail not taken (mail gone from the server counts as taken).
+                pending = items[done][1].uid if done < len(items) else None
+                taken = [uid for uid in batch if pending is None or uid < pending]
+                if taken:
+                    await self.state.advance(self.mailbox, self.folder, conn.uidvalidity, taken[-1])
+                if pending is not None:
+                    if self.stop.is_set():
+                        return
+                    raise OSError("a mail could not be recorded; trying again after a reconnect")
 
 
 class FolderStateStore:
