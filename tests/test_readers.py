@@ -1,0 +1,110 @@
+"""Mail read ahead in a reader process (mailbot/readers.py) and taken from IMAP in batches: the
+same understanding as reading in-process, a dying reader costs no mail, and a mail that kills
+the reader twice is set aside with its reason."""
+
+import asyncio
+import os
+
+import pytest
+from sqlmodel import Session, select
+
+from mailbot.cli import SANDBOX_CONFIG
+from mailbot.config import Imap, load_settings
+from mailbot.pipeline import Context, Seen, handle
+from mailbot.readers import Read, Readers, read_mail
+from mailbot.season import season
+from mailbot.store.db import open_database
+from mailbot.store.models import Message, OutboxMail
+from mailbot.transport import imap
+from mailbot.transport.imap import ImapFolder
+
+SETTINGS = load_settings(SANDBOX_CONFIG)
+FILES = SETTINGS.files
+
+
+def crash_on_poison(raw: bytes) -> Read:
+    """A reader that dies (as on a memory bomb or a crash in a C parser) on one kind of mail."""
+    if b"POISON" in raw:
+        os._exit(3)
+    from mailbot.readers import _read
+    return _read(raw)
+
+
+def timeline(tmp_path, name, read_ahead: bool):
+    ctx = Context.load(SETTINGS, open_database(f"sqlite:///{tmp_path}/{name}.sqlite"), max_attempts=1)
+    out = []
+    for i, mail in enumerate(season(SETTINGS)):
+        raw = mail.to_bytes()
+        read = read_mail(raw, ctx.form_rules, ctx.document_rules) if read_ahead else None
+        outcome = handle(raw, Seen("worldline", "INBOX", 1, i + 1), mail.at, ctx, read)
+        out.append((outcome.kind, outcome.dossier, outcome.understanding.reading.kinds
+                    if outcome.understanding else None))
+    with Session(ctx.engine) as s:
+        answers = [(o.purpose, o.recipients, o.subject, o.body_text) for o in s.exec(select(OutboxMail))]
+    return out, answers
+
+
+def test_a_mail_read_ahead_is_understood_and_answered_as_one_read_in_process(tmp_path):
+    ahead, answered_ahead = timeline(tmp_path, "ahead", read_ahead=True)
+    inline, answered_inline = timeline(tmp_path, "inline", read_ahead=False)
+    assert ahead == inline
+    assert answered_ahead == answered_inline
+    assert any(kinds and "order_form" in kinds for _, _, kinds in ahead)  # the forms were read ahead too
+
+
+def test_a_dying_reader_costs_no_mail_and_a_mail_that_kills_it_twice_is_set_aside(tmp_path, monkeypatch):
+    monkeypatch.setattr("mailbot.readers._read", crash_on_poison)  # pickled by name: the worker looks it up
+    mails = [m.to_bytes() for m in season(SETTINGS)[:4]]
+    poison = b"X-Test: POISON\r\n" + mails[1]
+    batch = [mails[0], poison, mails[2], mails[3]]
+
+    async def read_all():
+        readers = Readers(FILES.form_rules, FILES.document_rules, 1)
+        try:
+            futures = [readers.submit(raw) for raw in batch]
+            return [await readers.result(f, raw) for f, raw in zip(futures, batch)]
+        finally:
+            readers.close()
+
+    results = asyncio.run(read_all())
+    assert isinstance(results[0], Read)
+    assert isinstance(results[1], str) and "reader process" in results[1]
+    # The mails after the poison were lost with the first worker: read again by the next one.
+    assert all(isinstance(r, Read) for r in results[2:])
+
+    ctx = Context.load(SETTINGS, open_database(f"sqlite:///{tmp_path}/p.sqlite"), max_attempts=3)
+    outcome = handle(poison, Seen("worldline", "INBOX", 1, 2), season(SETTINGS)[1].at, ctx, results[1])
+    assert outcome.quarantined == results[1]
+    with Session(ctx.engine) as s:
+        msg = s.exec(select(Message)).one()
+    assert (msg.status, msg.status_reason) == ("quarantined", results[1])
+
+
+def test_a_backlog_is_taken_in_batches_bounded_in_count_and_bytes(dovecot, make_imap_user, append, monkeypatch):
+    user, password = make_imap_user()
+    small, big = b"Subject: s\r\n\r\n" + b"x" * 1000 + b"\r\n", b"Subject: b\r\n\r\n" + b"y" * 300_000 + b"\r\n"
+    for raw in [small] * 5 + [big] * 3 + [small] * 2:
+        append(user, password, raw)
+    monkeypatch.setattr(imap, "BATCH_MAILS", 4)
+    monkeypatch.setattr(imap, "BATCH_BYTES", 500_000)
+    cfg = Imap(host=dovecot.host, port=dovecot.port, user=user, security="plain")
+    conn = ImapFolder(cfg, password, "INBOX")
+    conn.connect()
+    try:
+        uids = conn.uids_after(0)
+        batches = conn.batches(uids)
+        fetched = conn.fetch(batches[0])
+    finally:
+        conn.close()
+    assert [len(b) for b in batches] == [4, 2, 1, 3]  # 4 small; small + big; big alone; big + 2 small
+    assert [u for b in batches for u in b] == uids
+    assert list(fetched) == batches[0] and all(raw.startswith(b"Subject: s") for raw in fetched.values())
+
+
+@pytest.mark.parametrize("readers", [0, 1])
+def test_the_daemon_setting_chooses_where_mail_is_read(readers):
+    pool = Readers(FILES.form_rules, FILES.document_rules, readers)
+    try:
+        assert (pool.submit(b"Subject: x\r\n\r\nbody\r\n") is None) == (readers == 0)
+    finally:
+        pool.close()
