@@ -34,7 +34,7 @@ def alert_draft(session: Session, alert: Alert, now: dt.datetime, settings: Sett
     calendar = calendars[deadline.calendar]
     late = max(calendar.business_days_between(deadline.due, now.astimezone(BRUSSELS).date()), 1)
     last = session.exec(select(Message.subject).where(Message.dossier_id == dossier.id)
-                        .order_by(col(Message.id).desc())).first() or ""
+                        .order_by(col(Message.id).desc()).limit(1)).first() or ""
     context = {"dossier": dossier_view(dossier), "now": _now(now), "deadline": deadline.name,
                "due": deadline.due.isoformat(), "started": deadline.started_at.astimezone(BRUSSELS).date().isoformat(),
                "waiting": [(w.party, w.what) for w in waiting_for(dossier)], "last_mail": last}

@@ -42,7 +42,7 @@ def find_dossier(session: Session, mail: ParsedMail, subject: SubjectInfo, forms
     if ids:
         row = session.exec(select(Message.dossier_id).where(col(Message.message_id).in_(ids),
                                                             col(Message.dossier_id).is_not(None))
-                           .order_by(col(Message.id).desc())).first()
+                           .order_by(col(Message.id).desc()).limit(1)).first()
         if row is None and extra_thread_lookup is not None:
             row = extra_thread_lookup(session, ids)
         if row is not None:
@@ -88,4 +88,4 @@ def _close(a: str, b: str) -> bool:
 
 def _by_project(session: Session, key: str) -> Dossier | None:
     return session.exec(select(Dossier).where(Dossier.project_key == key)
-                        .order_by(col(Dossier.updated_at).desc())).first()
+                        .order_by(col(Dossier.updated_at).desc()).limit(1)).first()

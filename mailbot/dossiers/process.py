@@ -98,7 +98,7 @@ def is_linked(session: Session, dossier: Dossier, email: str | None) -> bool:
 
 def last_form(session: Session, dossier: Dossier) -> FormCheck | None:
     row = session.exec(select(FormCheckRecord).where(FormCheckRecord.dossier_id == dossier.id)
-                       .order_by(FormCheckRecord.id.desc())).first()
+                       .order_by(FormCheckRecord.id.desc()).limit(1)).first()
     if row is None:
         return None
     from mailbot.forms.checker import Problem

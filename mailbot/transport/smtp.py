@@ -353,7 +353,7 @@ class OutboxSender:
             row = session.exec(select(OutboxMail).where(OutboxMail.state == "pending",
                                                         or_(col(OutboxMail.not_before).is_(None),
                                                             OutboxMail.not_before <= now))
-                               .order_by(OutboxMail.id)).first()
+                               .order_by(OutboxMail.id).limit(1)).first()  # LIMIT: .first() alone loads every row
             if row is not None:
                 row.state, row.last_error, row.not_before = "sending", "", None
                 session.add(row)
