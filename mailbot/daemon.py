@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from mailbot.answers.outbox import Draft, enqueue
@@ -37,6 +38,7 @@ from mailbot.transport.imap import (
 from mailbot.transport.smtp import OutboxSender
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
+READER_IDLE_SECONDS = 60
 log = logging.getLogger("mailbot.daemon")
 Clock = Callable[[], dt.datetime]
 
@@ -60,8 +62,7 @@ class Daemon:
         self.engine = open_database(self.settings.database.url)
         self.ctx = Context.load(self.settings, self.engine, max_attempts=self.settings.daemon.max_attempts)
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailbot-db")
-        files = self.settings.files
-        self.readers = Readers(files.form_rules, files.document_rules, self.settings.daemon.readers)
+        self.readers = Readers(self.ctx.form_rules, self.ctx.document_rules, self.settings.daemon.readers)
         self.state = FolderStateStore(self.engine, self.run_db, self.clock)
         self.passwords = {name: box.imap.password(f"mailboxes.{name}.imap")
                           for name, box in self.settings.mailboxes.items() if box.imap}
@@ -73,8 +74,8 @@ class Daemon:
                                    sent_copy=self._sent_copy if kept else None,
                                    sent_close=self._sent_close if kept else None)
 
-    async def run_db(self, fn: Callable, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.db, functools.partial(fn, *args))
+    async def run_db(self, fn: Callable, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self.db, functools.partial(fn, *args, **kwargs))
 
     # --- mail in ---------------------------------------------------------------------------
 
@@ -82,7 +83,8 @@ class Daemon:
         """Run the pipeline on a batch of mails in order, each read ahead in the reader process
         while the database files the ones before it; how many were committed. At a stop, the
         mail in hand is finished and the rest left for the next start."""
-        futures = [self.readers.submit(raw) for raw, _ in items]
+        # A mail alone is read in-process, at once; a batch goes ahead to the reader process.
+        futures = [self.readers.submit(raw) for raw, _ in items] if len(items) > 1 else [None]
         try:
             for n, ((raw, seen), future) in enumerate(zip(items, futures)):
                 if self.stop.is_set():
@@ -184,8 +186,6 @@ class Daemon:
                                                             OutboxMail.created_at >= start)).first() is not None
 
     async def watchdog(self) -> None:
-        from sqlalchemy.exc import SQLAlchemyError
-
         limit = dt.timedelta(minutes=self.settings.daemon.watchdog_minutes)
         started = self.clock()
         pause = min(60.0, limit.total_seconds() / 2)
@@ -203,6 +203,7 @@ class Daemon:
             else:
                 self.sender.wake.set()
                 wait = pause
+            self.readers.close_if_idle(READER_IDLE_SECONDS)  # the backlog is done: give its memory back
             try:
                 await asyncio.wait_for(self.stop.wait(), timeout=wait)
             except asyncio.TimeoutError:
@@ -248,7 +249,6 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop.set)
             except (NotImplementedError, RuntimeError):
                 pass  # not the main thread (tests): the caller sets `stop`
-        self.readers.warm()
         scheduler = None
         if self.with_scheduler:
             scheduler = self.scheduler()

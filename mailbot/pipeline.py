@@ -58,6 +58,7 @@ from mailbot.readers import Read
 from mailbot.store.models import AttachmentRecord, Decision, Dossier, Message, Sighting
 
 log = logging.getLogger("mailbot.pipeline")
+GAVE_UP_HEAD = 65536  # bytes of a mail the reader process died on, read to record it
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,12 @@ def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context, read: Read | s
     """Record, understand and file one mail seen at `at`. Never raises for a bad mail.
     `read`: the mail already read ahead (without it, the attachments are read as needed), or
     why reading it failed beyond retrying (it is recorded and set aside at once)."""
-    mail = read.mail if isinstance(read, Read) else parse_mail(raw)
-    looked = read.looked if isinstance(read, Read) else Looked()
+    if isinstance(read, Read):
+        mail, looked = read.mail, read.looked
+    elif isinstance(read, str):  # it killed the reader process twice: its head is enough to record it
+        mail, looked = parse_mail(raw[:GAVE_UP_HEAD]), Looked()
+    else:
+        mail, looked = parse_mail(raw), Looked()
     msg, mailboxes, known = _record(mail, seen, at, ctx)
     msg_pk, key, state = msg.id, msg.key, msg.status
     if state != "received":
@@ -229,7 +234,8 @@ def _failed(msg_pk: int, reason: str, ctx: Context, final: bool = False) -> bool
 def _answer(session: Session, u: Understanding, raw: bytes, msg_pk: int, at: dt.datetime, ctx: Context) -> None:
     """Decide the answers and write them to the outbox, in the mail's own transaction."""
     dossier_id = u.dossier.id if u.dossier else None
-    for item in plan_for_mail(session, u, raw, msg_pk, at, ctx.settings, ctx.renderer, ctx.form_rules):
+    for item in plan_for_mail(session, u, raw, msg_pk, at, ctx.settings, ctx.renderer, ctx.form_rules,
+                              ctx.document_rules):
         if isinstance(item, Silence):
             session.add(Decision(message_pk=msg_pk, dossier_id=dossier_id, at=at, answered=False, reason=item.reason))
         else:

@@ -13,7 +13,9 @@ import asyncio
 import copyreg
 import logging
 import multiprocessing
+import time
 import types
+import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -47,73 +49,109 @@ def read_mail(raw: bytes, form_rules: FormRules, document_rules: DocumentRules) 
     return Read(mail, look_at(mail, form_rules, document_rules))
 
 
-_rules: tuple | None = None  # in the worker: the form and document rules, loaded once
+_rules: tuple | None = None  # in the worker: the daemon's own form and document rules
 
 
-def _start(form_rules: str, document_rules: str) -> None:
+def _start(form_rules: FormRules, document_rules: DocumentRules) -> None:
     global _rules
-    _rules = (load_rules(Path(form_rules)), load_document_rules(Path(document_rules)))
+    _rules = (form_rules, document_rules)
 
 
 def _read(raw: bytes) -> Read:
     return read_mail(raw, *_rules)
 
 
-class Readers:
-    """A pool of `workers` reader processes; `submit` a mail early, `result` when it is its turn."""
+GAVE_UP = "reading the mail made the reader process fail (memory or a crash in a parser)"
 
-    def __init__(self, form_rules: Path, document_rules: Path, workers: int) -> None:
-        self.args = (str(form_rules), str(document_rules))
+
+class Readers:
+    """A pool of `workers` reader processes, started when a batch of mail comes and stopped once
+    idle (at rest the daemon has no worker: a mail alone is read in-process, at once -- live mail
+    thus has no process of its own to crash in; a backlog has).
+    `submit` a mail early, `result` when it is its turn. The workers get the daemon's rules as
+    loaded at its start (a rules file edited since, or half-written, cannot break them)."""
+
+    def __init__(self, form_rules: FormRules, document_rules: DocumentRules, workers: int) -> None:
+        self.args = (form_rules, document_rules)
         self.workers = workers
         self.pool: ProcessPoolExecutor | None = None
-        self._open()
+        self.last_used = 0.0
+        self._pool_of: weakref.WeakKeyDictionary[Future, ProcessPoolExecutor] = weakref.WeakKeyDictionary()
+        self._alone = asyncio.Lock()
 
-    def _open(self) -> None:
-        if self.workers:
-            # spawn: the daemon runs threads, which a forked child must not inherit.
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_start, initargs=self.args)
+    def _open(self) -> ProcessPoolExecutor:
+        # spawn: the daemon runs threads, which a forked child must not inherit.
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_start, initargs=self.args)
+        return self.pool
 
-    def _restart(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-        self._open()
-
-    def warm(self) -> None:
-        """Start the worker now (imports and rules take a second), not at the first mail."""
-        if self.pool is not None:
-            self.pool.submit(_read, b"")
+    def _replace(self, broken: ProcessPoolExecutor | None) -> ProcessPoolExecutor:
+        """A working pool: a new one if `broken` is still the current one (the watchers share
+        the pool: the first to see it broken replaces it, the others use the new one)."""
+        if self.pool is None or self.pool is broken:
+            if self.pool is not None:
+                self.pool.shutdown(wait=False, cancel_futures=True)
+            return self._open()
+        return self.pool
 
     def submit(self, raw: bytes) -> Future | None:
-        if self.pool is None:
+        if not self.workers:
             return None
+        self.last_used = time.monotonic()
+        pool = self.pool or self._open()
         try:
-            return self.pool.submit(_read, raw)
+            future = pool.submit(_read, raw)
         except BrokenProcessPool:
-            self._restart()
-            return self.pool.submit(_read, raw)
+            pool = self._replace(pool)
+            future = pool.submit(_read, raw)
+        self._pool_of[future] = pool
+        return future
+
+    def close_if_idle(self, seconds: float) -> None:
+        """Stop the workers when nothing was submitted for `seconds` (what they still have, they
+        finish first)."""
+        if self.pool is not None and time.monotonic() - self.last_used > seconds:
+            self.pool.shutdown(wait=False)
+            self.pool = None
 
     async def result(self, future: Future | None, raw: bytes) -> Read | str | None:
         """The mail read ahead; None: read it in-process; a str: why it cannot be read at all.
-        A worker that dies fails every mail it had: each is read again alone in a new worker,
-        and only the one that kills that worker too is given up."""
+        A worker that dies fails every mail it had: each is read again alone (one at a time,
+        whichever watcher it came from), and only one that kills a worker again is given up."""
         if future is None:
             return None
-        for alone in (False, True):
+        try:
+            return await self._wait(future)
+        except _Lost:
+            log.warning("reader process died; reading the mail again alone")
+        async with self._alone:
+            future = self.submit(raw)
             try:
-                return await asyncio.wrap_future(future)
-            except BrokenProcessPool:
-                log.warning("reader process died", extra={"alone": alone})
-                self._restart()
-                if alone:
-                    return "reading the mail made the reader process fail (memory or a crash in a parser)"
-                future = self.pool.submit(_read, raw)
-            except Exception as exc:  # noqa: BLE001 - e.g. a result that does not pickle: read in-process
-                log.warning("reader failed", extra={"reason": f"{type(exc).__name__}: {str(exc)[:200]}"})
-                return None
-        return None
+                return await self._wait(future)
+            except _Lost:
+                log.warning("reader process died again on the same mail: set aside")
+                self._replace(self._pool_of.get(future))
+                return GAVE_UP
+
+    async def _wait(self, future: Future) -> Read | None:
+        try:
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool as exc:
+            self._replace(self._pool_of.get(future))
+            raise _Lost from exc
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():
+                raise  # our own task is being cancelled
+            raise _Lost from None  # its pool was shut down under it
+        except Exception as exc:  # noqa: BLE001 - e.g. a result that does not pickle: read in-process
+            log.warning("reader failed", extra={"reason": f"{type(exc).__name__}: {str(exc)[:200]}"})
+            return None
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
+
+
+class _Lost(Exception):
+    """The reader process went away with the mail."""

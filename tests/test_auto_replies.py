@@ -31,10 +31,10 @@ TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 OUT_OF_OFFICE = {
     "fr": "Bonjour,\n\nJe suis absent du bureau jusqu'au 15 mars inclus. En cas d'urgence, "
           "contactez le secrétariat au 071 26 02 00.\n\nMarie Dubois",
-    "nl": "Goedendag,\n\nIk ben afwezig tot 15 maart. Voor dringende zaken kunt u terecht bij "
-          "secretariaat@sambreville.be.\n\nMarie Dubois",
+    "nl": "Goedendag,\n\nIk ben afwezig tot 15 maart. Voor dringende zaken: het secretariaat, "
+          "071 26 02 00.\n\nMarie Dubois",
     "en": "Thank you for your message, we will answer shortly.\n\nThe Sambreville team",
-    "de": "Guten Tag,\n\nich bin bis 15. März nicht im Büro. In dringenden Fällen wenden Sie sich bitte an "
+    "de": "Guten Tag,\n\nich bin bis 15. März nicht im Büro. In dringenden Fällen wenden Sie sich an "
           "das Sekretariat.\n\nMarie Dubois",
 }
 
@@ -110,6 +110,17 @@ def test_out_of_office_subject_without_headers(ctx, subject):
     assert outcome.kind == "auto_reply" and outbox(ctx) == []
 
 
+def test_an_absent_subject_with_the_form_attached_is_a_submission(ctx):
+    """"Absent :" counts only on a mail with no attachment: with the form, a client's submission."""
+    form = fill_form("fr", complete_values("fr", project_name="E-guichet"))
+    mail = Mail(AT, CLIENT, [WL], "Absent : bon de commande", "Bonjour, voici notre bon de commande.",
+                cc=[BOSA], message_id="<absent@x.be>", attachments=[("Bon de commande.xlsx", form, XLSX)])
+    outcome = feed(ctx, mail)
+    assert outcome.kind == "submission"
+    assert list(outcome.understanding.reading.kinds) == ["order_form"]
+    assert not any(r.startswith("auto_reply:") for r in reasons(ctx, "absent@x.be"))
+
+
 # --- replies to the bot's answers that bring nothing new ------------------------------------
 
 def test_a_naive_auto_responder_with_an_unknown_text_is_not_answered_again(ctx, answered):
@@ -173,6 +184,31 @@ def test_a_client_reply_with_the_form_and_an_absence_notice_is_read(ctx, answere
     assert (outcome.kind, outcome.dossier) == ("submission", "EPAY-2027-0001")
     assert list(outcome.understanding.reading.kinds) == ["order_form"]
     assert [o.purpose for o in outbox(ctx)] == ["form_missing", "form_complete"]
+
+
+def test_a_staff_acknowledgement_stays_staff(ctx, answered):
+    """Worldline or BOSA staff replying with an acknowledgement-like text is staff's reply."""
+    mail = Mail(AT + dt.timedelta(hours=1), BOSA, [WL], f"RE: {answered.subject}",
+                "Votre demande a bien été enregistrée, nous vous répondrons dans les meilleurs délais.\n\n"
+                + quoted(answered), message_id="<staff@x.be>", in_reply_to=f"<{answered.message_id}>")
+    outcome = feed(ctx, mail)
+    assert outcome.kind == "staff"
+    assert not any(r.startswith("auto_reply:") for r in reasons(ctx, "staff@x.be"))
+
+
+def test_a_client_naming_a_colleague_while_away_is_a_clients_reply(ctx, answered):
+    body = "Je suis absente jusqu'au 20/3, ma collègue x@commune.be reprend le dossier.\n\n" + quoted(answered)
+    outcome = feed(ctx, reply(answered, body, at=AT + dt.timedelta(hours=1)))
+    assert (outcome.kind, outcome.dossier) == ("reply", "EPAY-2027-0001")
+    assert not any(r.startswith("auto_reply:") for r in reasons(ctx, "reply1@x.be"))
+
+
+def test_a_bottom_posted_reply_is_answered(ctx, answered):
+    """Written under the quote: the sender's own text above it is empty; answered as before."""
+    later = AT + dt.timedelta(days=2)
+    feed(ctx, reply(answered, quoted(answered) + "\n\nBien reçu, je m'en occupe.", at=later, subject=SUBJECT))
+    assert not any(r.startswith("loop:") for r in reasons(ctx, "reply1@x.be"))
+    assert [o.purpose for o in outbox(ctx)] == ["form_missing", "form_missing"]
 
 
 def test_a_reply_to_someone_else_is_not_taken_for_a_loop(ctx, answered):

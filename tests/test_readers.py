@@ -5,11 +5,12 @@ the reader twice is set aside with its reason."""
 import asyncio
 import os
 
-import pytest
 from sqlmodel import Session, select
 
 from mailbot.cli import SANDBOX_CONFIG
 from mailbot.config import Imap, load_settings
+from mailbot.forms import load_rules
+from mailbot.mail.documents import load_document_rules
 from mailbot.pipeline import Context, Seen, handle
 from mailbot.readers import Read, Readers, read_mail
 from mailbot.season import season
@@ -19,7 +20,7 @@ from mailbot.transport import imap
 from mailbot.transport.imap import ImapFolder
 
 SETTINGS = load_settings(SANDBOX_CONFIG)
-FILES = SETTINGS.files
+RULES = (load_rules(SETTINGS.files.form_rules), load_document_rules(SETTINGS.files.document_rules))
 
 
 def crash_on_poison(raw: bytes) -> Read:
@@ -59,7 +60,7 @@ def test_a_dying_reader_costs_no_mail_and_a_mail_that_kills_it_twice_is_set_asid
     batch = [mails[0], poison, mails[2], mails[3]]
 
     async def read_all():
-        readers = Readers(FILES.form_rules, FILES.document_rules, 1)
+        readers = Readers(*RULES, 1)
         try:
             futures = [readers.submit(raw) for raw in batch]
             return [await readers.result(f, raw) for f, raw in zip(futures, batch)]
@@ -101,10 +102,18 @@ def test_a_backlog_is_taken_in_batches_bounded_in_count_and_bytes(dovecot, make_
     assert list(fetched) == batches[0] and all(raw.startswith(b"Subject: s") for raw in fetched.values())
 
 
-@pytest.mark.parametrize("readers", [0, 1])
-def test_the_daemon_setting_chooses_where_mail_is_read(readers):
-    pool = Readers(FILES.form_rules, FILES.document_rules, readers)
+def test_the_reader_process_starts_for_a_batch_and_stops_once_idle():
+    off = Readers(*RULES, 0)
+    assert off.submit(b"Subject: x\r\n\r\nbody\r\n") is None  # `daemon.readers = 0`: read in-process
+    readers = Readers(*RULES, 1)
     try:
-        assert (pool.submit(b"Subject: x\r\n\r\nbody\r\n") is None) == (readers == 0)
+        assert readers.pool is None  # at rest: no process, no memory
+        raw = season(SETTINGS)[0].to_bytes()
+        assert isinstance(asyncio.run(readers.result(readers.submit(raw), raw)), Read)
+        readers.close_if_idle(60)
+        assert readers.pool is not None  # used a moment ago
+        readers.close_if_idle(0)
+        assert readers.pool is None
+        assert isinstance(asyncio.run(readers.result(readers.submit(raw), raw)), Read)  # started again
     finally:
-        pool.close()
+        readers.close()

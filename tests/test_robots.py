@@ -285,6 +285,21 @@ def test_out_of_office_subject_prefixes(subject, language):
     assert auto_reply_reason(client(subject=subject)) == f"subject looks like an out-of-office ({language})"
 
 
+def _with_file(*headers: str, subject: str, text: str = "Bonjour,\r\n"):
+    return parse_mail(raw(*CLIENT, *headers, f"Subject: {subject}", 'Content-Type: multipart/mixed; boundary="b"',
+                          body="--b\r\nContent-Type: text/plain\r\n\r\n" + text + "--b\r\n"
+                               "Content-Type: application/pdf\r\nContent-Disposition: attachment; filename=bon.pdf\r\n\r\n"
+                               "%PDF-1.4\r\n--b--\r\n"))
+
+
+def test_absent_subjects_count_only_without_attachment():
+    """"Absent :" (new) never makes a mail with a file an auto-reply; older phrases keep counting."""
+    assert auto_reply_reason(_with_file(subject="Absent : bon de commande")) is None
+    assert auto_reply_reason(_with_file(subject="Absente: bon de commande")) is None
+    assert auto_reply_reason(_with_file(subject="Afwezig: Bestelbon")) == "subject looks like an out-of-office (nl)"
+    assert auto_reply_reason(client(subject="Absent : bon de commande")) == "subject looks like an out-of-office (fr)"
+
+
 @pytest.mark.parametrize("subject", ["Absent lors de la signature", "Absentéisme", "RE: Absent: Bon de commande"])
 def test_absent_counts_only_as_a_prefix_with_its_colon(subject):
     assert auto_reply_reason(client(subject=subject)) is None
@@ -293,7 +308,7 @@ def test_absent_counts_only_as_a_prefix_with_its_colon(subject):
 OUT_OF_OFFICE = {
     "fr": "Bonjour,\r\nJe suis absent du bureau jusqu'au 15 mars inclus.\r\n"
           "En cas d'urgence, contactez le secrétariat au 071 26 02 00.\r\n",
-    "nl": "Goedendag,\r\nIk ben afwezig tot en met 15 maart.\r\nVoor dringende zaken: secretariaat@lier.be\r\n",
+    "nl": "Goedendag,\r\nIk ben afwezig tot en met 15 maart.\r\nVoor dringende zaken: 03 800 05 11\r\n",
     "en": "Thank you for your message, we will answer shortly.\r\n",
     "de": "Guten Tag,\r\nich bin bis 15. März nicht im Büro und habe keinen Zugriff auf meine E-Mails.\r\n",
 }
@@ -348,6 +363,38 @@ def test_a_canned_text_only_in_the_quoted_mail_is_a_persons_reply(quote):
     assert automatic_text_reason(mail, is_reply=True) is None
 
 
+@pytest.mark.parametrize("body", [
+    "Je suis absente jusqu'au 20/3, ma collègue x@commune.be reprend le dossier.",
+    "Je serai absente demain.",
+    "Ik ben met verlof tot maandag.",
+    "Nous vous répondrons dès que possible.",
+    "Nous vous répondrons rapidement.",
+    "Votre message a bien été reçu.",
+    "Wij hebben uw bericht goed ontvangen.",
+    "Thanks, we will get back to you.",
+    "Je suis absent du bureau. Merci de m'envoyer le bon de commande complété.",
+    "Ik ben afwezig. Gelieve het formulier naar An te sturen.",
+    "Je suis absent du bureau jusqu'au 15 mars. " + "Le dossier avance bien. " * 20,  # long: a person's
+])
+def test_what_people_write_is_no_canned_text(body):
+    assert automatic_text_reason(client(*REPLY, subject="RE: Bon de commande", body=body + "\r\n"),
+                                 is_reply=True) is None
+
+
+def test_requests_without_question_mark_ask_something():
+    for text in ("Merci de m'envoyer le formulaire.", "Pouvez-vous le renvoyer.", "Gelieve het te sturen.",
+                 "Kunt u het formulier sturen.", "Graag het formulier.", "Please send the form.",
+                 "Bitte senden Sie das Formular."):
+        assert asks_something(text), text
+    assert not asks_something("Merci de votre message. Je suis absent du bureau.")
+    assert not asks_something("Merci pour votre message.")
+
+
+def test_the_senders_own_address_in_a_canned_text_counts_not():
+    body = "Je suis absent du bureau jusqu'au 15 mars.\r\nmarie.dupont@liege.be\r\n"
+    assert automatic_text_reason(client(*REPLY, body=body), is_reply=True) is not None
+
+
 def test_own_text_and_questions():
     assert own_text("Merci\n> Une question ?\n") == "Merci"
     assert own_text("") == ""
@@ -370,6 +417,7 @@ def test_the_canned_texts_are_rules_staff_can_extend():
 
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.pop("out_of_office_text"), "the table [out_of_office_text] is missing"),
+    (lambda d: d.pop("out_of_office_without_attachment"), "the table [out_of_office_without_attachment] is missing"),
     (lambda d: d["acknowledgement_text"].update(en=[]), "[acknowledgement_text]: 'en' must be a non-empty list"),
     (lambda d: d["replies"].pop("quote_line_starts"), "[replies]: the key 'quote_line_starts' is missing"),
     (lambda d: d["replies"].update(automatic_within_seconds="60"), "[replies]: 'automatic_within_seconds' must be"),

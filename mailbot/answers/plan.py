@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from functools import lru_cache
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
-from mailbot.forms.changes import compare
 from mailbot.answers.language import body_language, pick_language
 from mailbot.answers.outbox import Draft
 from mailbot.answers.policy import echo_reason, no_answer_reason
@@ -25,7 +23,8 @@ from mailbot.answers.render import Renderer
 from mailbot.config import Settings
 from mailbot.dossiers.process import is_linked
 from mailbot.forms import FormRules
-from mailbot.mail.documents import DocumentRules, load_document_rules
+from mailbot.forms.changes import compare
+from mailbot.mail.documents import DocumentRules
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.subject import SubjectInfo
 from mailbot.store.models import OutboxMail
@@ -62,7 +61,8 @@ def client_language(u: Understanding) -> str | None:
 
 
 def plan_for_mail(session: Session, u: Understanding, raw: bytes, msg_pk: int, at: dt.datetime,
-                  settings: Settings, renderer: Renderer, form_rules: FormRules) -> list[Draft | Silence]:
+                  settings: Settings, renderer: Renderer, form_rules: FormRules,
+                  document_rules: DocumentRules) -> list[Draft | Silence]:
     """The drafts (or the silences) for one processed mail."""
     mail, dossier = u.mail, u.dossier
     if u.kind in ("bounce", "auto_reply"):
@@ -84,7 +84,7 @@ def plan_for_mail(session: Session, u: Understanding, raw: bytes, msg_pk: int, a
                 _needs_human(u, msg_pk, at, settings, renderer, f"{who} wrote; the bot tells strangers nothing")]
     if u.kind == "reply":
         return [Silence("a client's question in a dossier: a person answers")]
-    if reason := _echo(session, mail, at, settings):
+    if reason := _echo(session, mail, at, document_rules):
         return [Silence(reason)]
     return _submission(u, msg_pk, at, settings, renderer, form_rules)
 
@@ -105,18 +105,13 @@ def replied_answer(session: Session, mail: ParsedMail) -> OutboxMail | None:
     return max([r for r in rows if r.message_id in direct] or rows, key=lambda r: r.id)
 
 
-def _echo(session: Session, mail: ParsedMail, at: dt.datetime, settings: Settings) -> str | None:
+def _echo(session: Session, mail: ParsedMail, at: dt.datetime, document_rules: DocumentRules) -> str | None:
     """Why a reply to one of the bot's own answers is not answered again (policy.echo_reason)."""
     answer = replied_answer(session, mail)
     if answer is None:
         return None
     seconds = (at - (answer.sent_at or answer.created_at)).total_seconds()
-    return echo_reason(mail, answer.purpose, seconds, _document_rules(settings.files.document_rules))
-
-
-@lru_cache(maxsize=4)
-def _document_rules(path) -> DocumentRules:
-    return load_document_rules(path)
+    return echo_reason(mail, answer.purpose, seconds, document_rules)
 
 
 def _submission(u: Understanding, msg_pk: int, at: dt.datetime, settings: Settings,

@@ -27,9 +27,10 @@ def classify(mail: ParsedMail, raw: bytes | None, subject: SubjectInfo, reading:
         return Kind("bounce", reason)
     if reason := robots.auto_reply_reason(mail):
         return Kind("auto_reply", reason)
-    # a responder that sets no header: its canned text, in a reply with no attachment, no question
+    # a responder that sets no header: its canned text, in a reply with no attachment, no question;
+    # never staff's ("votre demande a bien été enregistrée" from Worldline or BOSA is staff's reply)
     is_reply = subject.is_reply or bool(mail.in_reply_to or mail.references)
-    if reason := robots.automatic_text_reason(mail, is_reply=is_reply):
+    if not staff_sender and (reason := robots.automatic_text_reason(mail, is_reply=is_reply)):
         return Kind("auto_reply", reason)
     if reading.documents:
         return Kind("submission", "carries " + ", ".join(reading.kinds))

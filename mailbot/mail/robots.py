@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import getaddresses
 from functools import lru_cache
 from pathlib import Path
@@ -53,6 +53,8 @@ class RobotRules:
     quote_line_starts: tuple[str, ...] = ()  # [replies]: where the quoted mail starts in a reply
     quote_intro_words: tuple[str, ...] = ()
     automatic_within_seconds: float = 60.0  # a reply to the bot's answer faster than this is a program's
+    # [out_of_office_without_attachment]: subject phrases that count only on a mail with no attachment
+    out_of_office_bare: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def fold(text: str) -> str:
@@ -162,20 +164,25 @@ def auto_reply_reason(mail: ParsedMail, *, rules: RobotRules | None = None) -> s
     for language, phrases in rules.out_of_office.items():
         if _starts_with_word(key, phrases):
             return f"subject looks like an out-of-office ({language})"
+    if not mail.attachments:  # "Absent : bon de commande" with the form attached is a client's
+        for language, phrases in rules.out_of_office_bare.items():
+            if _starts_with_word(key, phrases):
+                return f"subject looks like an out-of-office ({language})"
     return None
 
 
 def automatic_text_reason(mail: ParsedMail, *, is_reply: bool, rules: RobotRules | None = None) -> str | None:
     """A reply whose own text is an auto-responder's canned text (an out-of-office, an
     acknowledgement of receipt) from a responder that sets none of the headers above. Only a
-    reply (`is_reply`: In-Reply-To, References or a reply prefix) that carries no attachment and
-    asks nothing: a client who writes "je suis absente demain, pouvez-vous ... ?" or sends a
-    file is read as a client."""
+    reply (`is_reply`: In-Reply-To, References or a reply prefix) that carries no attachment,
+    whose own text is short, asks nothing and names no other address: a client who writes
+    "je suis absente demain, merci de ...", "ma collègue x@y.be reprend le dossier", or sends a
+    file is read as a client. The caller leaves staff out (mailbot/mail/kinds.py)."""
     rules = rules or default_robot_rules()
     if not is_reply or mail.attachments:
         return None
     own = own_text(mail.body_text, rules=rules)
-    if not own or asks_something(own):
+    if not own or len(own) >= OWN_TEXT_MAX_CHARS or asks_something(own) or _names_another_address(own, mail):
         return None
     key = _plain(own)
     for what, language, pattern in rules.text_patterns:
@@ -185,7 +192,14 @@ def automatic_text_reason(mail: ParsedMail, *, is_reply: bool, rules: RobotRules
 
 
 OWN_TEXT_CHARS = 4000  # canned texts say what they are at once; a hostile body costs nothing
+OWN_TEXT_MAX_CHARS = 500  # a canned text is short: a longer own text is a person's
 _URL = re.compile(r"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.)\S*", re.IGNORECASE)
+_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# Requests written without a question mark ("Merci de m'envoyer...", "Gelieve..."), compared on
+# _plain text; "merci de votre message" is thanks, not a request.
+_REQUEST = re.compile(
+    r"(?<!\w)(?:merci de (?!(?:votre|vos|ton|tes|ce|cet|cette|un|une|nous avoir|m'avoir)(?!\w))"
+    r"|(?:pouvez[- ]vous|pourriez[- ]vous|gelieve|kunt u|graag|please|bitte)(?!\w))")
 
 
 def own_text(body: str, *, rules: RobotRules | None = None) -> str:
@@ -205,8 +219,16 @@ def own_text(body: str, *, rules: RobotRules | None = None) -> str:
 
 
 def asks_something(text: str) -> bool:
-    """A question mark in the text, web addresses ("...?id=3") left out."""
-    return "?" in _URL.sub(" ", text) or "\uff1f" in text
+    """A question mark in the text, web addresses ("...?id=3") left out, or a request written
+    without one ("merci de", "pouvez-vous", "gelieve", "kunt u", "graag", "please", "bitte")."""
+    text = _URL.sub(" ", text)
+    return "?" in text or "\uff1f" in text or bool(_REQUEST.search(_plain(text)))
+
+
+def _names_another_address(text: str, mail: ParsedMail) -> bool:
+    """An address other than the sender's own ("ma collègue x@y.be reprend le dossier")."""
+    sender = (mail.sender or "").casefold()
+    return any(a.casefold().strip(".") != sender for a in _ADDRESS.findall(text))
 
 
 def quick_reply(seconds: float, *, rules: RobotRules | None = None) -> bool:
@@ -290,7 +312,7 @@ def parse_robot_rules(data: dict[str, Any], source: str = "rules") -> RobotRules
 
 def _parse(data: dict[str, Any]) -> RobotRules:
     if extra := sorted(set(data) - {"out_of_office", "bounce", "addresses", "out_of_office_text",
-                                    "acknowledgement_text", "replies"}):
+                                    "acknowledgement_text", "replies", "out_of_office_without_attachment"}):
         raise RulesError(f"the file: unknown table(s) {', '.join(extra)}")
     out_of_office = _by_language(data, "out_of_office")
     bounce = _table(data, "bounce", {"subjects", "senders", "sender_prefixes"})
@@ -308,6 +330,7 @@ def _parse(data: dict[str, Any]) -> RobotRules:
         raise RulesError(f"[replies]: 'automatic_within_seconds' must be a number of seconds, not {within!r}")
     return RobotRules(
         out_of_office=out_of_office,
+        out_of_office_bare=_by_language(data, "out_of_office_without_attachment"),
         bounce_subjects=_phrases(bounce, "subjects", "[bounce]"),
         bounce_senders=_phrases(bounce, "senders", "[bounce]"),
         bounce_sender_prefixes=_phrases(bounce, "sender_prefixes", "[bounce]"),

@@ -48,6 +48,7 @@ log = logging.getLogger("mailbot.smtp")
 SentCheck = Callable[[str], Awaitable[bool | None]]  # True found, False not found, None unknown
 SentCopy = Callable[..., Awaitable[None]]  # (message_id, raw, look_first=False); raises when not added
 SentClose = Callable[[], Awaitable[None]]
+DOT_TIMEOUT_SECONDS = 600
 
 
 def smtp_options(cfg: Smtp, password: str | None) -> dict:
@@ -87,7 +88,9 @@ class _HandingSMTP(aiosmtplib.SMTP):
             protocol.write(PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)))
             async with self.quiet():
                 self.hand_over(lambda: protocol.write(b".\r\n"))
-            response = await protocol.read_response(timeout=timeout)
+            # RFC 5321 4.5.3.2.6: the server has 10 minutes to answer the dot; giving up sooner
+            # would count as sent a mail it is still deciding on.
+            response = await protocol.read_response(timeout=max(timeout or 0, DOT_TIMEOUT_SECONDS))
         except BaseException:
             self.close()  # without its dot the server drops the message
             raise
@@ -239,7 +242,7 @@ class OutboxSender:
                     self._copy_failed(row, exc)
                     owed = True
             await self.run_db(self._mark, row.id, "sent", "handed to the server before a restart: counted as sent",
-                              None, None, owed)
+                              copy_owed=owed)
         self._idle_since = asyncio.get_running_loop().time()  # the sent folder's connection, if opened
 
     async def send(self, row: OutboxMail) -> None:
@@ -251,13 +254,16 @@ class OutboxSender:
 
                 def hand_over(write_dot: Callable[[], None]) -> None:
                     nonlocal handed
-                    handed = True
                     self._hand_over(row.id, write_dot)
+                    handed = True  # only once the dot is written: before it the server cannot have the mail
 
                 try:
                     smtp = await self._connection()
                     smtp.hand_over = hand_over
-                    await smtp.send_message(message)
+                    try:
+                        await smtp.send_message(message)
+                    finally:
+                        smtp.hand_over = self._no_hand_over
                     break
                 except aiosmtplib.SMTPResponseException as exc:
                     self._drop()
@@ -274,7 +280,7 @@ class OutboxSender:
                         # must never happen. Counted as sent; its copy is looked up, then added.
                         owed = self.sent_copy is not None and not self.cfg.saves_to_sent
                         await self.run_db(self._mark, row.id, "sent", f"no answer after the final dot: counted as sent "
-                                          f"({type(exc).__name__})", None, None, owed)
+                                          f"({type(exc).__name__})", copy_owed=owed)
                         if owed:
                             self._copy_failed(row, exc)
                         return
@@ -291,7 +297,7 @@ class OutboxSender:
             except Exception as exc:  # noqa: BLE001 - the mail did go; only the copy is missing, owed
                 self._copy_failed(row, exc)
                 owed = True
-        await self.run_db(self._mark, row.id, "sent", "", None, None, owed)
+        await self.run_db(self._mark, row.id, "sent", "", copy_owed=owed)
         log.info("sent", extra={"purpose": row.purpose, "message_id": row.message_id})
 
     async def _failed(self, row: OutboxMail, reason: str, permanent: bool) -> None:
