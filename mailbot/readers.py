@@ -19,10 +19,9 @@ import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from pathlib import Path
 
-from mailbot.forms import FormRules, load_rules
-from mailbot.mail.documents import DocumentRules, Looked, load_document_rules, look_at
+from mailbot.forms import FormRules
+from mailbot.mail.documents import DocumentRules, Looked, look_at
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.parse import parse_mail
 
