@@ -13,6 +13,8 @@ import asyncio
 import copyreg
 import logging
 import multiprocessing
+import os
+import threading
 import time
 import types
 import weakref
@@ -51,16 +53,27 @@ def read_mail(raw: bytes, form_rules: FormRules, document_rules: DocumentRules) 
 _rules: tuple | None = None  # in the worker: the daemon's own form and document rules
 
 
-def _start(form_rules: FormRules, document_rules: DocumentRules) -> None:
+def _start(form_rules: FormRules, document_rules: DocumentRules, daemon: int) -> None:
     global _rules
     _rules = (form_rules, document_rules)
+    # The daemon's pid, not getppid(): the daemon may be gone before this runs.
+    threading.Thread(target=_exit_with, args=(daemon,), daemon=True, name="orphan-watch").start()
+
+
+def _exit_with(parent: int) -> None:
+    """A worker holds both ends of its task queue, so it never sees its daemon go (kill -9, a
+    crash): it would wait for work forever, holding its memory. It leaves when adopted."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _read(raw: bytes) -> Read:
     return read_mail(raw, *_rules)
 
 
-GAVE_UP = "reading the mail made the reader process fail (memory or a crash in a parser)"
+GAVE_UP = "reading the mail made the reader process fail (memory, a crash or no end in a parser)"
+READ_TIMEOUT_SECONDS = 120  # a mail takes milliseconds; a reader still at it is stuck
 
 
 class Readers:
@@ -71,7 +84,7 @@ class Readers:
     loaded at its start (a rules file edited since, or half-written, cannot break them)."""
 
     def __init__(self, form_rules: FormRules, document_rules: DocumentRules, workers: int) -> None:
-        self.args = (form_rules, document_rules)
+        self.args = (form_rules, document_rules, os.getpid())
         self.workers = workers
         self.pool: ProcessPoolExecutor | None = None
         self.last_used = 0.0
@@ -84,11 +97,14 @@ class Readers:
                                         initializer=_start, initargs=self.args)
         return self.pool
 
-    def _replace(self, broken: ProcessPoolExecutor | None) -> ProcessPoolExecutor:
+    def _replace(self, broken: ProcessPoolExecutor | None, kill: bool = False) -> ProcessPoolExecutor:
         """A working pool: a new one if `broken` is still the current one (the watchers share
         the pool: the first to see it broken replaces it, the others use the new one)."""
         if self.pool is None or self.pool is broken:
             if self.pool is not None:
+                if kill:  # a worker stuck on a mail; ProcessPoolExecutor.terminate_workers() is 3.14+
+                    for process in list((getattr(self.pool, "_processes", None) or {}).values()):
+                        process.kill()
                 self.pool.shutdown(wait=False, cancel_futures=True)
             return self._open()
         return self.pool
@@ -134,9 +150,13 @@ class Readers:
 
     async def _wait(self, future: Future) -> Read | None:
         try:
-            return await asyncio.wrap_future(future)
+            return await asyncio.wait_for(asyncio.wrap_future(future), READ_TIMEOUT_SECONDS)
         except BrokenProcessPool as exc:
             self._replace(self._pool_of.get(future))
+            raise _Lost from exc
+        except asyncio.TimeoutError as exc:
+            log.warning("reader process stuck on a mail: stopped", extra={"seconds": READ_TIMEOUT_SECONDS})
+            self._replace(self._pool_of.get(future), kill=True)
             raise _Lost from exc
         except asyncio.CancelledError:
             if asyncio.current_task().cancelling():

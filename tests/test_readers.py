@@ -4,6 +4,10 @@ the reader twice is set aside with its reason."""
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
+import time
 
 from sqlmodel import Session, select
 
@@ -27,6 +31,8 @@ def crash_on_poison(raw: bytes) -> Read:
     """A reader that dies (as on a memory bomb or a crash in a C parser) on one kind of mail."""
     if b"POISON" in raw:
         os._exit(3)
+    if b"STUCK" in raw:
+        time.sleep(3600)
     from mailbot.readers import _read
     return _read(raw)
 
@@ -79,6 +85,66 @@ def test_a_dying_reader_costs_no_mail_and_a_mail_that_kills_it_twice_is_set_asid
     with Session(ctx.engine) as s:
         msg = s.exec(select(Message)).one()
     assert (msg.status, msg.status_reason) == ("quarantined", results[1])
+
+
+def test_a_reader_stuck_on_a_mail_is_stopped_and_the_mail_set_aside(monkeypatch):
+    monkeypatch.setattr("mailbot.readers._read", crash_on_poison)
+    monkeypatch.setattr("mailbot.readers.READ_TIMEOUT_SECONDS", 2)
+    mails = [m.to_bytes() for m in season(SETTINGS)[:3]]
+    batch = [mails[0], b"X-Test: STUCK\r\n" + mails[1], mails[2]]
+
+    async def read_all():
+        readers = Readers(*RULES, 1)
+        try:
+            futures = [readers.submit(raw) for raw in batch]
+            return [await readers.result(f, raw) for f, raw in zip(futures, batch)], readers.pool
+        finally:
+            readers.close()
+
+    started = time.monotonic()
+    results, _ = asyncio.run(read_all())
+    assert isinstance(results[0], Read) and isinstance(results[2], Read)
+    assert isinstance(results[1], str) and "reader process" in results[1]
+    assert time.monotonic() - started < 30  # two timeouts, not an hour
+
+
+OWNER = """
+import asyncio, os, sys, time
+from mailbot.cli import SANDBOX_CONFIG
+from mailbot.config import load_settings
+from mailbot.forms import load_rules
+from mailbot.mail.documents import load_document_rules
+from mailbot.readers import Readers
+
+async def main():
+    files = load_settings(SANDBOX_CONFIG).files
+    readers = Readers(load_rules(files.form_rules), load_document_rules(files.document_rules), 1)
+    raw = b"Subject: x\\r\\n\\r\\nbody\\r\\n"
+    await readers.result(readers.submit(raw), raw)
+    print(*[p.pid for p in readers.pool._processes.values()], flush=True)
+    time.sleep(3600)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_a_reader_leaves_when_its_daemon_is_killed(tmp_path):
+    script = tmp_path / "owner.py"
+    script.write_text(OWNER)
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(owner.stdout.readline().split()[0])
+        assert os.path.exists(f"/proc/{worker}")
+        owner.send_signal(signal.SIGKILL)  # no shutdown: the worker is on its own
+        owner.wait(10)
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{worker}") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not os.path.exists(f"/proc/{worker}")
+    finally:
+        owner.kill()
+        owner.wait(10)
 
 
 def test_a_backlog_is_taken_in_batches_bounded_in_count_and_bytes(dovecot, make_imap_user, append, monkeypatch):

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from mailbot.config import Daemon, Imap
+from mailbot.errors import StoreError
 from mailbot.pipeline import Seen
 from mailbot.store.models import FolderState
 
@@ -239,11 +240,11 @@ class FolderWatcher:
                     await asyncio.to_thread(conn.connect)
                     backoff = 1.0
                     await self._serve(conn, thread_stop)
-                except (*CONNECTION_ERRORS, SQLAlchemyError) as exc:
+                except (*CONNECTION_ERRORS, SQLAlchemyError, StoreError) as exc:
                     # The database failing (locked, full) is waited out like a lost connection:
                     # the mail stays on the server, unflagged, and is taken again after it.
                     reason = f"{type(exc).__name__}: {str(exc)[:200]}"
-                    lost = "database error" if isinstance(exc, SQLAlchemyError) else "imap connection lost"
+                    lost = "database error" if isinstance(exc, SQLAlchemyError | StoreError) else "imap connection lost"
                     log.warning(lost, extra={"mailbox": self.mailbox, "folder": self.folder, "reason": reason})
                     with contextlib.suppress(SQLAlchemyError):  # the store may be what failed
                         await self.state.error(self.mailbox, self.folder, reason)
@@ -303,7 +304,7 @@ class FolderWatcher:
                 if pending is not None:
                     if self.stop.is_set():
                         return
-                    raise OSError("a mail could not be recorded; trying again after a reconnect")
+                    raise StoreError("the database did not take a mail; it is taken again after a pause")
 
 
 class FolderStateStore:

@@ -195,22 +195,26 @@ class OutboxSender:
         if not rows:
             self._copies_due, self._copy_tries = math.inf, 0  # until a copy fails again
             return False
+        failed = 0
         for row in rows:
             try:
                 await self.sent_copy(row.message_id, compose(row).as_bytes(), look_first=True)
             except Exception as exc:  # noqa: BLE001 - tried again later, with backoff
-                self._copy_tries += 1
-                delay = min(2 ** self._copy_tries, self.daemon.send_retry_max_seconds)
-                self._copies_due = loop.time() + delay
-                log.info("sent copy still failing", extra={"message_id": row.message_id,
-                                                           "reason": str(exc)[:200], "in_seconds": delay})
-                return True
+                failed += 1
+                log.info("sent copy still failing", extra={"message_id": row.message_id, "reason": str(exc)[:200]})
+                if isinstance(exc, OSError) or failed >= 3:
+                    break  # the server is away: the next round, not the next copy
+                continue  # this copy refused (too large, quota): the others need not wait behind it
             await self.run_db(self._copied, row.id)
             self._idle_since = loop.time()  # the sent folder's connection is closed when idle
             log.info("sent copy added late", extra={"message_id": row.message_id})
             if self.wake.is_set() or self.stop.is_set():
                 break  # mail to send comes first
-        self._copy_tries = 0
+        if failed:
+            self._copy_tries += 1
+            self._copies_due = loop.time() + min(2 ** self._copy_tries, self.daemon.send_retry_max_seconds)
+        else:
+            self._copy_tries = 0
         return True
 
     def _copy_failed(self, row: OutboxMail, exc: Exception) -> None:
