@@ -141,6 +141,12 @@ def cmd_digest(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """The daemon: on the configuration's servers, or on a local sandbox without --config."""
     import asyncio
+    import signal
+
+    def stop_while_starting(signum, frame):
+        raise SystemExit(0)  # nothing in hand yet: a clean exit (the daemon takes SIGTERM over once it runs)
+
+    signal.signal(signal.SIGTERM, stop_while_starting)
 
     from mailbot import logs
     from mailbot.config import load_settings

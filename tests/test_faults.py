@@ -229,12 +229,13 @@ def kill_rounds(world, bot, rounds: int, mails: int = 200, forms: int = 20) -> N
         bot.kill()
         kills.append((round(pause, 2), sum(answer_counts(world).values())))
     note = f"(seed {SEED}; kills after (s, answers so far): {kills})"
-    bot.start()
+    bot.start().wait_started()
     bot.wait_for(lambda: len(answer_counts(world)) == mails and unfinished(world) == 0, timeout=150,
                  what=f"every answer {note}")
     time.sleep(1.0)  # an answer sent twice would come now
     bot.stop()
-    assert kills[-1][1] < mails, f"the kills came after the work was done {note}"
+    # most kills must come while there is work (a faster bot finishes sooner)
+    assert sum(done < mails for _, done in kills) >= max(1, rounds // 2), f"the kills came after the work was done {note}"
     assert_all_once(world, [mid(n) for n in range(mails)], f"{note}\n{bot.tail()}")
     with world.session() as s:
         assert not s.exec(select(Message).where(Message.attempts > 0)).all()  # no mail failed
@@ -244,9 +245,15 @@ def test_kill9_at_random_moments_then_restart(world, bot):
     kill_rounds(world, bot, rounds=3)
 
 
+def test_sigterm_while_the_daemon_starts_is_a_clean_exit(world, bot):
+    bot.start()
+    time.sleep(0.3)  # importing, opening the database: no signal handler of asyncio's yet
+    bot.stop()  # exit status 0, not killed by the signal
+
+
 @pytest.mark.slow
 def test_kill9_twenty_times(world, bot):
-    kill_rounds(world, bot, rounds=20)
+    kill_rounds(world, bot, rounds=20, mails=600)
 
 
 # --- 2. Dovecot restarted, and stopped for a while, during IDLE --------------------------------
