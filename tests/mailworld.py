@@ -1,7 +1,7 @@
 """A bot's whole mail world for integration tests: two fresh mailboxes in the session Dovecot,
 a LocalSmtp delivering into it, settings pointing at both, and the daemon run in a thread.
 
-Shared by tests/test_daemon.py and tests/test_faults.py (import it as `mailworld`: pytest puts
+Shared by tests/test_daemon.py, tests/test_faults.py and tests/test_outbox.py (import it as `mailworld`: pytest puts
 tests/ on sys.path, there being no tests/__init__.py).
 """
 
@@ -9,9 +9,11 @@ import asyncio
 import datetime as dt
 import email
 import json
+import logging
 import threading
 import time
 
+import pytest
 from sqlmodel import Session, func, select
 
 from mailbot.config import parse_settings
@@ -19,6 +21,7 @@ from mailbot.daemon import Daemon
 from mailbot.forms.builder import complete_values, fill_form
 from mailbot.season import XLSX, Mail, brussels
 from mailbot.store.models import FolderState
+from mailbot.transport.sandbox import LocalSmtp
 
 WL = "ecom-belgium@worldline.localhost"
 BOSA = "epayment@bosa.localhost"
@@ -132,3 +135,26 @@ def to_toml(data, prefix=""):
 
 def purpose(envelope):
     return email.message_from_bytes(envelope.data)["X-Mailbot-Purpose"]
+
+
+# --- fixtures for the tests that run a whole bot (import them into the test module) ----------
+
+@pytest.fixture
+def local_smtp(dovecot):
+    """LocalSmtp delivering to the bots' mailboxes; mail to clients is only counted (envelopes)."""
+    smtp = LocalSmtp(dovecot.host, dovecot.port).start()
+    yield smtp
+    smtp.stop()
+
+
+@pytest.fixture(autouse=True)
+def bot_log(caplog):
+    """The in-process daemon's log, shown with a failure."""
+    caplog.set_level(logging.INFO, logger="mailbot")
+
+
+@pytest.fixture
+def world(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch):
+    w = World(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch)
+    yield w
+    w.stop()

@@ -17,7 +17,6 @@ import email.parser
 import email.policy
 import functools
 import json
-import logging
 import os
 import random
 import re
@@ -27,10 +26,21 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from imapclient import IMAPClient
-from mailworld import BOSA, WL, World, purpose, to_toml, wait_for
+from mailworld import (  # noqa: F401 - fixtures
+    BOSA,
+    WL,
+    World,
+    bot_log,
+    local_smtp,
+    purpose,
+    to_toml,
+    wait_for,
+    world,
+)
 from sqlalchemy import event
 from sqlmodel import col, select
 
@@ -39,7 +49,6 @@ from mailbot.season import XLSX, Mail, brussels
 from mailbot.status import status
 from mailbot.store.models import Decision, FolderState, Message, OutboxMail, Sighting
 from mailbot.transport.imap import ImapFolder
-from mailbot.transport.sandbox import LocalSmtp
 
 CLIENTS = "sambreville.be"
 SEED = int(os.environ.get("MAILBOT_FAULT_SEED", time.time_ns() % 1_000_000))
@@ -47,27 +56,6 @@ ANSWERS = ("form_complete", "form_missing")
 
 
 # --- the world -----------------------------------------------------------------------------
-
-@pytest.fixture
-def local_smtp(dovecot):
-    """LocalSmtp delivering to the bots' mailboxes; mail to clients is only counted (envelopes)."""
-    smtp = LocalSmtp(dovecot.host, dovecot.port).start()
-    yield smtp
-    smtp.stop()
-
-
-@pytest.fixture(autouse=True)
-def _bot_log(caplog):
-    """The in-process daemon's log, shown with a failure."""
-    caplog.set_level(logging.INFO, logger="mailbot")
-
-
-@pytest.fixture
-def world(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch):
-    w = World(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch)
-    yield w
-    w.stop()
-
 
 @functools.cache
 def order_form(n: int) -> bytes:
@@ -246,9 +234,14 @@ def test_kill9_at_random_moments_then_restart(world, bot):
 
 
 def test_sigterm_while_the_daemon_starts_is_a_clean_exit(world, bot):
+    database = Path(world.data["database"]["url"].removeprefix("sqlite:///"))
+    database.unlink(missing_ok=True)
     bot.start()
-    time.sleep(0.3)  # importing, opening the database: no signal handler of asyncio's yet
+    # The database appears while the daemon migrates it, rules and servers still to come: no
+    # signal handler of asyncio's yet. (Earlier, Python itself is still starting: nothing to do.)
+    bot.wait_for(lambda: database.exists(), timeout=30, what="the daemon to open its database")
     bot.stop()  # exit status 0, not killed by the signal
+    assert "'started'" not in bot.tail()  # it was stopped while starting
 
 
 @pytest.mark.slow

@@ -5,14 +5,13 @@ without a failed attempt, and a Sent copy the server did not take appended later
 import collections
 import email.parser
 import email.policy
-import logging
 import threading
 import time
 
 import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
-from mailworld import BOSA, WL, World, wait_for
+from mailworld import BOSA, WL, World, bot_log, local_smtp, wait_for, world  # noqa: F401 - fixtures
 from sqlmodel import col, select
 
 from mailbot.season import Mail, brussels
@@ -20,29 +19,8 @@ from mailbot.status import render_status, status
 from mailbot.store.models import OutboxMail
 from mailbot.transport import sandbox
 from mailbot.transport.imap import ImapFolder
-from mailbot.transport.sandbox import LocalSmtp
 
 CLIENTS = "sambreville.be"
-
-
-@pytest.fixture
-def local_smtp(dovecot):
-    """LocalSmtp delivering to the bot's mailboxes; mail to clients is only counted."""
-    smtp = LocalSmtp(dovecot.host, dovecot.port).start()
-    yield smtp
-    smtp.stop()
-
-
-@pytest.fixture(autouse=True)
-def _bot_log(caplog):
-    caplog.set_level(logging.INFO, logger="mailbot")
-
-
-@pytest.fixture
-def world(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch):
-    w = World(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch)
-    yield w
-    w.stop()
 
 
 @pytest.fixture
