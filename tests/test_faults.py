@@ -587,24 +587,31 @@ def test_two_bots_answering_each_other_stop(dovecot, make_imap_user, local_smtp,
         b.stop()
 
 
-@pytest.mark.parametrize("auto_submitted", [False, True], ids=["plain-reply", "auto-submitted"])
-def test_auto_responder_loop_stops(world, auto_submitted):
-    """A client's auto-responder answers every mail it gets, at once, with the bot's subject
-    (a plain reply as a naive responder writes it, or marked Auto-Submitted)."""
-    replies = []
+def auto_responder(world, tag: str, prefix: str, text: str, headers: dict | None = None) -> list[bytes]:
+    """A client's responder answering, at once, every mail the bot sends it: `prefix` + the
+    bot's subject (without its "RE: "), `text`, `headers`. Returns the replies, as they go."""
+    replies: list[bytes] = []
 
     def respond(envelope):
         if not any(r.endswith("@" + CLIENTS) for r in envelope.rcpt_tos):
             return
         got = _headers(envelope.data)
-        extra = {"Auto-Submitted": "auto-replied"} if auto_submitted else {}
-        reply = Mail(brussels(2027, 3, 1, 9), str(got["To"]), [WL], str(got["Subject"]).removeprefix("RE: "),
-                     "Je suis absente, je reviens lundi.", message_id=f"<auto{len(replies)}@{CLIENTS}>",
-                     in_reply_to=str(got["Message-ID"]), headers=extra).to_bytes()
+        reply = Mail(brussels(2027, 3, 1, 9), str(got["To"]), [WL], prefix + str(got["Subject"]).removeprefix("RE: "),
+                     text, message_id=f"<{tag}{len(replies)}@{CLIENTS}>", in_reply_to=str(got["Message-ID"]),
+                     headers=headers or {}).to_bytes()
         replies.append(reply)
         threading.Thread(target=world.append, args=("worldline", reply), daemon=True).start()
 
     world.smtp.on_accept = respond
+    return replies
+
+
+@pytest.mark.parametrize("auto_submitted", [False, True], ids=["plain-reply", "auto-submitted"])
+def test_auto_responder_loop_stops(world, auto_submitted):
+    """A client's auto-responder answers every mail it gets, at once, with the bot's subject
+    (a plain reply as a naive responder writes it, or marked Auto-Submitted)."""
+    replies = auto_responder(world, "auto", "", "Je suis absente, je reviens lundi.",
+                             {"Auto-Submitted": "auto-replied"} if auto_submitted else {})
     world.start()
     world.append("worldline", client_mail(1))
     wait_for(lambda: replies, timeout=20, what="the first answer")
@@ -639,19 +646,7 @@ def test_naive_auto_responder_stops_after_one_answer(world, variant):
     reply for what it is, not a limit."""
     prefix, text, expected = NAIVE[variant]
     world.configure(answers={"per_purpose_per_day": 100, "per_address_per_day": 100})
-    replies = []
-
-    def respond(envelope):
-        if not any(r.endswith("@" + CLIENTS) for r in envelope.rcpt_tos):
-            return
-        got = _headers(envelope.data)
-        subject = prefix + str(got["Subject"]).removeprefix("RE: ")
-        reply = Mail(brussels(2027, 3, 1, 9), str(got["To"]), [WL], subject, text,
-                     message_id=f"<naive{len(replies)}@{CLIENTS}>", in_reply_to=str(got["Message-ID"])).to_bytes()
-        replies.append(reply)
-        threading.Thread(target=world.append, args=("worldline", reply), daemon=True).start()
-
-    world.smtp.on_accept = respond
+    replies = auto_responder(world, "naive", prefix, text)
     world.start()
     world.append("worldline", client_mail(1))
     wait_for(lambda: replies, timeout=20, what="the first answer")
