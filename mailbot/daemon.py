@@ -67,12 +67,12 @@ class Daemon:
         self.passwords = {name: box.imap.password(f"mailboxes.{name}.imap")
                           for name, box in self.settings.mailboxes.items() if box.imap}
         self.sent_folder = self._sent_folder()
-        smtp, kept = self.settings.smtp, self.sent_folder is not None
+        smtp, has_sent = self.settings.smtp, self.sent_folder is not None
         self.sender = OutboxSender(self.engine, self.run_db, smtp, smtp.password("smtp") if smtp.user else None,
                                    self.settings.daemon, self.clock, self.stop,
-                                   sent_check=self._sent_check if kept else None,
-                                   sent_copy=self._sent_copy if kept else None,
-                                   sent_close=self._sent_close if kept else None)
+                                   sent_check=self._sent_check if has_sent else None,
+                                   sent_copy=self._sent_copy if has_sent else None,
+                                   sent_close=self._sent_close if has_sent else None)
 
     async def run_db(self, fn: Callable, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self.db, functools.partial(fn, *args, **kwargs))

@@ -710,11 +710,12 @@ def test_database_locked_beyond_the_busy_timeout(world, monkeypatch, caplog):
     assert_all_once(world, [mid(n) for n in (1, 2)])
 
 
-def test_database_full_for_a_moment(world, caplog):
-    world.start()
+def disk_full(engine) -> threading.Event:
+    """The disk full for the bot's connections while the returned event is set (set at once):
+    at every checkout, no page beyond the database's current size."""
     full = threading.Event()
 
-    def cap(dbapi_connection, record, proxy):  # at every checkout: no page beyond today's
+    def cap(dbapi_connection, record, proxy):
         cursor = dbapi_connection.cursor()
         if full.is_set():
             pages = cursor.execute("PRAGMA page_count").fetchone()[0]
@@ -723,8 +724,14 @@ def test_database_full_for_a_moment(world, caplog):
             cursor.execute("PRAGMA max_page_count = 1073741823")
         cursor.close()
 
-    event.listen(world.bot.engine, "checkout", cap)
+    event.listen(engine, "checkout", cap)
     full.set()
+    return full
+
+
+def test_database_full_for_a_moment(world, caplog):
+    world.start()
+    full = disk_full(world.bot.engine)
     for n in (1, 2, 3):
         world.append("worldline", client_mail(n, form=n == 1))
     wait_for(lambda: any(r.getMessage() == "not recorded" for r in caplog.records), timeout=20,
@@ -742,17 +749,6 @@ def test_watchdog_goes_on_after_a_database_failure(world, caplog):
     silent folder goes out once there is room."""
     world.configure(daemon={"watchdog_minutes": 0.1, "idle_minutes": 0.03})  # looks every 3 s; watchers talk every 2 s
     world.start()
-    full = threading.Event()
-
-    def cap(dbapi_connection, record, proxy):  # the bot's connections only: no page beyond today's
-        cursor = dbapi_connection.cursor()
-        if full.is_set():
-            pages = cursor.execute("PRAGMA page_count").fetchone()[0]
-            cursor.execute(f"PRAGMA max_page_count = {pages}")
-        else:
-            cursor.execute("PRAGMA max_page_count = 1073741823")
-        cursor.close()
-
     def failed():
         return [r for r in caplog.records if r.name == "mailbot.daemon" and r.getMessage() == "database error"]
 
@@ -761,8 +757,7 @@ def test_watchdog_goes_on_after_a_database_failure(world, caplog):
             return [(json.loads(o.detail)["mailbox"], json.loads(o.detail)["down"], o.state)
                     for o in s.exec(select(OutboxMail).where(OutboxMail.purpose == "watchdog"))]
 
-    event.listen(world.bot.engine, "checkout", cap)
-    full.set()
+    full = disk_full(world.bot.engine)
     # A folder silent for an hour: the watchdog's note on it (with its long error) needs room.
     with world.session() as s:
         s.add(FolderState(mailbox="bosa", folder="Archive", last_contact=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
