@@ -11,7 +11,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
+
+FORM_RULES = load_rules()
 
 OUT = Path(__file__).resolve().parent / "samples"
 
@@ -45,7 +48,7 @@ SAMPLES = {
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     for name, (language, values) in SAMPLES.items():
-        (OUT / name).write_bytes(fill_form(language, values))
+        (OUT / name).write_bytes(fill_form(language, values, rules=FORM_RULES))
         print(f"wrote {OUT / name}")
 
 

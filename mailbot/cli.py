@@ -13,9 +13,9 @@ from mailbot.errors import MailbotError
 from mailbot.forms import check_form, load_rules
 from mailbot.forms.report import render_text
 from mailbot.forms.workbook import ensure_safe_xml
+from mailbot.resources import SANDBOX_CONFIG
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
-SANDBOX_CONFIG = Path(__file__).resolve().parents[1] / "data" / "sandbox.toml"
 
 
 def _exit_status(checks: Sequence) -> int:
@@ -26,7 +26,9 @@ def _exit_status(checks: Sequence) -> int:
 
 
 def cmd_check_form(args: argparse.Namespace) -> int:
-    rules = load_rules(args.rules) if args.rules else None
+    from mailbot.config import load_settings
+
+    rules = load_rules(args.rules or (load_settings(args.config).files.form_rules if args.config else None))
     checks = [check_form(Path(f), rules=rules) for f in args.files]
     if args.json:
         out = [c.to_json() for c in checks]
@@ -48,11 +50,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_forms_demo(args: argparse.Namespace) -> int:
     """Check every sample form shipped in data/samples."""
     files = sorted(SAMPLES.glob("*.xlsx"))
+    rules = load_rules()
     if not files:
         print(f"no sample forms in {SAMPLES}; run: python data/make_samples.py", file=sys.stderr)
         return 2
     for path in files:
-        print(render_text(check_form(path, name=path.name)), end="\n\n")
+        print(render_text(check_form(path, name=path.name, rules=rules)), end="\n\n")
     return 0
 
 
@@ -125,11 +128,12 @@ def cmd_digest(args: argparse.Namespace) -> int:
     settings = load_settings(args.config or SANDBOX_CONFIG)
     engine = open_database(args.db or settings.database.url)
     calendar = load_calendars(settings.files.calendars)[settings.schedule.calendar]
+    renderer = Renderer(settings.files.templates)
     now = dt.datetime.fromisoformat(args.at) if args.at else dt.datetime.now(dt.timezone.utc)
     now = now if now.tzinfo else now.replace(tzinfo=ZoneInfo("Europe/Brussels"))
     box = settings.mailboxes[args.team]
     with Session(engine) as session:
-        rendered = Renderer().render("digest", box.language, digest_context(session, args.team, now, calendar))
+        rendered = renderer.render("digest", box.language, digest_context(session, args.team, now, calendar))
     if args.html:
         Path(args.html).write_text(rendered.html, encoding="utf-8")
         print(f"wrote {args.html}")
@@ -214,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-form", help="check ePayment order forms (.xlsx)")
     check.add_argument("files", nargs="+", metavar="FILE")
     check.add_argument("--json", action="store_true", help="one JSON object per file")
-    check.add_argument("--rules", help="another rules file than rules/order_form.toml")
+    check.add_argument("--rules", help="the order form's rules file (default: the configuration's, else the shipped one)")
+    check.add_argument("--config", help="configuration file whose [files] form_rules to use")
     check.set_defaults(func=cmd_check_form)
     rep = sub.add_parser("replay", help="replay .eml files through the bot with a simulated clock")
     rep.add_argument("paths", nargs="+", metavar="PATH", help=".eml files or folders of them")

@@ -7,6 +7,7 @@ naming the key.
 from __future__ import annotations
 
 import datetime as dt
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -159,17 +160,21 @@ class Daemon(_Strict):
 
 
 class Files(_Strict):
-    """Relative paths are taken from the project's folder, wherever mailbot is started."""
-    form_rules: Path = ROOT / "rules" / "order_form.toml"
-    subject_rules: Path = ROOT / "rules" / "subjects.toml"
-    document_rules: Path = ROOT / "rules" / "documents.toml"
-    robot_rules: Path = ROOT / "rules" / "robots.toml"
-    calendars: Path = ROOT / "rules" / "calendars.toml"
+    """Rules and texts staff may change, in place of those shipped in the package (mailbot/rules/,
+    mailbot/templates/); unset, the shipped ones. Relative paths are taken from the project's
+    folder, wherever mailbot is started."""
+    form_rules: Path | None = None  # the order form's fields, checks and messages
+    subject_rules: Path | None = None
+    document_rules: Path | None = None
+    robot_rules: Path | None = None
+    calendars: Path | None = None
+    languages: Path | None = None  # words that tell a body's language
+    templates: Path | None = None  # a folder: a template there replaces the shipped one of its name
 
     @field_validator("*")
     @classmethod
-    def _from_root(cls, value: Path) -> Path:
-        return value if value.is_absolute() else ROOT / value
+    def _from_root(cls, value: Path | None) -> Path | None:
+        return value if value is None or value.is_absolute() else ROOT / value
 
 
 class Database(_Strict):
@@ -246,6 +251,6 @@ def parse_settings(data: dict[str, Any], source: str = "configuration") -> Setti
         raise ConfigError(_sentence(exc, source)) from None
 
 
-def load_settings(path: Path | str) -> Settings:
-    path = Path(path)
+def load_settings(path: Path | str | Traversable) -> Settings:
+    path = Path(path) if isinstance(path, str) else path
     return parse_settings(read_toml(path, "configuration file", ConfigError), str(path))

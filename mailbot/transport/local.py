@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import tomllib
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from mailbot.config import ROOT, Settings, parse_settings
+from mailbot.resources import SANDBOX_CONFIG
 from mailbot.transport.sandbox import Sandbox
 
-SANDBOX_CONFIG = ROOT / "data" / "sandbox.toml"
 
-
-def sandbox_for(config: Path = SANDBOX_CONFIG, folder: Path | None = None) -> tuple[Sandbox, dict]:
+def sandbox_for(config: Path | Traversable = SANDBOX_CONFIG, folder: Path | None = None) -> tuple[Sandbox, dict]:
     """A sandbox whose users receive the configuration's mailbox and staff addresses."""
     data = tomllib.loads(config.read_text(encoding="utf-8"))
     addresses = {}
