@@ -15,8 +15,6 @@ from mailbot.forms.report import render_text
 from mailbot.forms.workbook import ensure_safe_xml
 from mailbot.resources import SANDBOX_CONFIG
 
-SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
-
 
 def _exit_status(checks: Sequence) -> int:
     """0 when every form is complete, 2 when a file is not readable as an order form, else 1."""
@@ -48,14 +46,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_forms_demo(args: argparse.Namespace) -> int:
-    """Check every sample form shipped in data/samples."""
-    files = sorted(SAMPLES.glob("*.xlsx"))
+    """Check the sample forms (mailbot/forms/samples.py), filled from the shipped reference forms."""
+    from mailbot.forms.samples import sample_forms
+
     rules = load_rules()
-    if not files:
-        print(f"no sample forms in {SAMPLES}; run: python data/make_samples.py", file=sys.stderr)
-        return 2
-    for path in files:
-        print(render_text(check_form(path, name=path.name, rules=rules)), end="\n\n")
+    for name, data in sample_forms(rules).items():
+        print(render_text(check_form(data, name=name, rules=rules)), end="\n\n")
     return 0
 
 
@@ -231,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the bot (without --config: on a local sandbox)")
     run.add_argument("--config", help="configuration file (see config.example.toml)")
     run.add_argument("--shadow", action="store_true", help="send nothing to clients; show staff what would go")
-    run.add_argument("--sandbox", metavar="DIR", help="without --config: keep the sandbox's mail here (default data/sandbox)")
+    run.add_argument("--sandbox", metavar="DIR", help="without --config: keep the sandbox's mail and database here (default ~/.local/state/mailbot/sandbox)")
     run.set_defaults(func=cmd_run)
     st = sub.add_parser("status", help="mailboxes, outbox, quarantine and deadlines, from the database")
     st.add_argument("--config", help="configuration file (default: the embedded sandbox)")
@@ -253,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     dig.add_argument("--at", help="the summary as of this ISO time (default: now)")
     dig.set_defaults(func=cmd_digest)
     demo = sub.add_parser("demo", help="a season of sample mail through a local sandbox, narrated")
-    demo.add_argument("--forms", action="store_true", help="only check the sample order forms in data/samples")
+    demo.add_argument("--forms", action="store_true", help="only check the sample order forms (those of data/samples)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -7,9 +7,21 @@ import tomllib
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from mailbot.config import ROOT, Settings, parse_settings
+from mailbot.config import Settings, parse_settings
 from mailbot.resources import SANDBOX_CONFIG
 from mailbot.transport.sandbox import Sandbox
+
+
+def default_folder() -> Path:
+    """Where the sandbox keeps its mail and its database unless told otherwise: the user's state
+    folder ($XDG_STATE_HOME, else ~/.local/state), the same from any working directory."""
+    state = os.environ.get("XDG_STATE_HOME") or ""
+    base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
+    return base / "mailbot" / "sandbox"
+
+
+def sandbox_database(folder: Path) -> str:
+    return f"sqlite:///{Path(folder).absolute() / 'mailbot.sqlite'}"
 
 
 def sandbox_for(config: Path | Traversable = SANDBOX_CONFIG, folder: Path | None = None) -> tuple[Sandbox, dict]:
@@ -20,7 +32,7 @@ def sandbox_for(config: Path | Traversable = SANDBOX_CONFIG, folder: Path | None
         addresses[box["address"]] = name
         for staff in box.get("staff", []):
             addresses[staff] = name  # staff mail lands in their team's box (a test convenience)
-    sandbox = Sandbox(folder or ROOT / "data" / "sandbox", addresses=addresses)
+    sandbox = Sandbox(folder or default_folder(), addresses=addresses)
     return sandbox, data
 
 
@@ -35,5 +47,5 @@ def sandbox_settings(sandbox: Sandbox, data: dict, database_url: str | None = No
         box["imap"] = {"host": sandbox.imap_host, "port": sandbox.imap_port, "user": user,
                        "security": "plain", "password_env": variable}
     data["smtp"] = {"host": sandbox.smtp_host, "port": sandbox.smtp_port, "security": "plain"}
-    data["database"] = {"url": database_url or f"sqlite:///{sandbox.folder / 'mailbot.sqlite'}"}
+    data["database"] = {"url": database_url or sandbox_database(sandbox.folder)}
     return parse_settings(data, "sandbox")
