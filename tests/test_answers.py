@@ -11,11 +11,11 @@ import textwrap
 import pytest
 from sqlmodel import Session, select
 
-from mailbot.cli import SANDBOX_CONFIG
 from mailbot.config import load_settings
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
 from mailbot.pipeline import Context, Seen, handle
+from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels, jpeg_bytes, scan_pdf
 from mailbot.store.db import open_database
 from mailbot.store.models import Decision, Event, OutboxMail
@@ -198,7 +198,7 @@ def test_unsure_language_gets_both(ctx):
 
 CRASH_SCRIPT = textwrap.dedent("""
     import sys, time
-    from mailbot.cli import SANDBOX_CONFIG
+    from mailbot.resources import SANDBOX_CONFIG
     from mailbot.config import load_settings
     from mailbot.pipeline import Context, Seen, handle
     from mailbot.season import brussels

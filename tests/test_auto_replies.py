@@ -11,12 +11,12 @@ import pytest
 from sqlmodel import Session, select
 
 from mailbot.answers.digest import digest_context
-from mailbot.cli import SANDBOX_CONFIG
 from mailbot.config import load_settings
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
 from mailbot.mail.robots import _plain, load_robot_rules
 from mailbot.pipeline import Context, Seen, handle
+from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels
 from mailbot.store.db import open_database
 from mailbot.store.models import Decision, Event, Message, OutboxMail

@@ -50,11 +50,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, select
 
-from mailbot.cli import SANDBOX_CONFIG
 from mailbot.config import load_settings
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
 from mailbot.pipeline import Context, Outcome, Seen, handle
+from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels, scan_pdf, season
 from mailbot.store.db import open_database
 from mailbot.store.models import Contact, Message, OutboxMail, Sighting

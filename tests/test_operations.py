@@ -16,11 +16,12 @@ from imapclient import IMAPClient
 from sqlmodel import Session, select
 
 from mailbot.answers.digest import digest_context
-from mailbot.cli import SANDBOX_CONFIG, main
+from mailbot.cli import main
 from mailbot.config import load_settings, parse_settings
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
 from mailbot.pipeline import Context, Seen, handle
+from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels
 from mailbot.status import render_status, status
 from mailbot.store.db import open_database

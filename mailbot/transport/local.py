@@ -1,4 +1,5 @@
-"""The embedded default: the bot's settings pointed at a local sandbox (mailbot run, demo)."""
+"""The embedded default: the bot's settings pointed at a local sandbox (mailbot run, demo), and
+the same configuration and database for every command started without --config."""
 
 from __future__ import annotations
 
@@ -21,7 +22,15 @@ def default_folder() -> Path:
 
 
 def sandbox_database(folder: Path) -> str:
-    return f"sqlite:///{Path(folder).absolute() / 'mailbot.sqlite'}"
+    return f"sqlite:///{Path(folder).resolve() / 'mailbot.sqlite'}"  # resolved as Sandbox resolves its folder
+
+
+def default_settings(folder: Path | None = None) -> Settings:
+    """The sandbox's configuration with the sandbox's database: what every command uses
+    without --config (no mail server is needed to read the database)."""
+    data = tomllib.loads(SANDBOX_CONFIG.read_text(encoding="utf-8"))
+    data["database"] = {"url": sandbox_database(folder or default_folder())}
+    return parse_settings(data, "the sandbox's configuration")
 
 
 def sandbox_for(config: Path | Traversable = SANDBOX_CONFIG, folder: Path | None = None) -> tuple[Sandbox, dict]:
