@@ -33,10 +33,12 @@ if str(ROOT) not in sys.path:
 from sqlalchemy import create_engine  # noqa: E402
 from sqlmodel import Session, select  # noqa: E402
 
-from mailbot.forms import check_form  # noqa: E402
+from mailbot.forms import check_form, load_rules  # noqa: E402
 from mailbot.forms.builder import complete_values, fill_form  # noqa: E402
 from mailbot.store.models import FolderState  # noqa: E402
 from mailbot.transport.sandbox import DovecotServer, LocalSmtp, dovecot_available  # noqa: E402
+
+FORM_RULES = load_rules()
 
 WL = "ecom-belgium@worldline.localhost"
 BOSA = "epayment@bosa.localhost"
@@ -143,7 +145,7 @@ class FormFactory:
         self.templates: dict[str, bytes] = {}
         self.checked: set[str] = set()
         for name, (lang, changes) in self.VARIANTS.items():
-            self.templates[name] = fill_form(lang, complete_values(lang, project_name=PLACEHOLDER, **changes))
+            self.templates[name] = fill_form(lang, complete_values(lang, project_name=PLACEHOLDER, **changes), rules=FORM_RULES)
 
     def make(self, variant: str, project: str) -> bytes:
         source = zipfile.ZipFile(io.BytesIO(self.templates[variant]))
@@ -156,7 +158,7 @@ class FormFactory:
                 target.writestr(info, data)
         form = out.getvalue()
         if variant not in self.checked:
-            check = check_form(form)
+            check = check_form(form, rules=FORM_RULES)
             expected_complete = "problems" not in variant
             if check.values.get("project_name") != project or check.complete != expected_complete:
                 raise SystemExit(f"FormFactory: the {variant} form does not read back as made "

@@ -1,10 +1,10 @@
 """Belgian business days and the deadlines counted in them.
 
 A business day is Monday to Friday minus the legal public holidays (the `holidays` package,
-country "BE") minus the closing days a calendar adds in rules/calendars.toml ("federal": 2 and
-15 November, 26 December, bridge days). Counting follows Belgian practice: the day of receipt
-does not count, and a deadline of N business days is met until the end of the N-th business
-day after it, Europe/Brussels time.
+country "BE") minus the closing days a calendar adds in mailbot/rules/calendars.toml or the
+file [files] calendars names ("federal": 2 and 15 November, 26 December, bridge days).
+Counting follows Belgian practice: the day of receipt does not count, and a deadline of N
+business days is met until the end of the N-th business day after it, Europe/Brussels time.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from zoneinfo import ZoneInfo
 import holidays
 
 from mailbot.errors import RulesError
+from mailbot.resources import rules_file
 from mailbot.tomlfile import load_toml
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
-DEFAULT_CALENDARS = Path(__file__).resolve().parents[1] / "rules" / "calendars.toml"
+DEFAULT_CALENDARS = rules_file("calendars.toml")
 _WEEKEND = {5: "Saturday", 6: "Sunday"}
 # A calendar that closes more than a year in a row is a rules mistake, not a calendar: stop
 # instead of looping for ever.
@@ -229,9 +230,5 @@ def _parse(data: dict[str, Any]) -> dict[str, BusinessCalendar]:
 
 
 def load_calendars(path: Path | str | None = None) -> dict[str, BusinessCalendar]:
+    """The calendars in `path`; None: the calendars shipped with mailbot."""
     return load_toml(path, DEFAULT_CALENDARS, parse_calendars, "calendars file")
-
-
-@lru_cache(maxsize=4)
-def default_calendars() -> Mapping[str, BusinessCalendar]:
-    return MappingProxyType(load_calendars(DEFAULT_CALENDARS))

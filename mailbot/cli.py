@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from mailbot.errors import MailbotError
@@ -14,8 +15,32 @@ from mailbot.forms import check_form, load_rules
 from mailbot.forms.report import render_text
 from mailbot.forms.workbook import ensure_safe_xml
 
-SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
-SANDBOX_CONFIG = Path(__file__).resolve().parents[1] / "data" / "sandbox.toml"
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from mailbot.config import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The configuration of --config; without it the sandbox's, with the sandbox's database:
+    the same default for every command (`run` without --config writes that database)."""
+    from mailbot.config import load_settings
+    from mailbot.transport.local import default_settings
+
+    return load_settings(args.config) if args.config else default_settings()
+
+
+def _existing_database(url: str, args: argparse.Namespace) -> Engine:
+    """The database of a command that reads it (status, digest) or changes what is in it (mark):
+    never created by it. A SQLite file not there yet means nothing has been received there."""
+    from mailbot.store.db import open_database
+
+    path = url.removeprefix("sqlite:///")
+    if url.startswith("sqlite:///") and path and path != ":memory:" and not Path(path).exists():
+        start = "mailbot run --config FILE" if args.config else "mailbot run"
+        raise MailbotError(f"no database yet at {path}: nothing has been received there. "
+                           f"`{start}` creates it; or name another with --config or --db")
+    return open_database(url)
 
 
 def _exit_status(checks: Sequence) -> int:
@@ -26,7 +51,9 @@ def _exit_status(checks: Sequence) -> int:
 
 
 def cmd_check_form(args: argparse.Namespace) -> int:
-    rules = load_rules(args.rules) if args.rules else None
+    from mailbot.config import load_settings
+
+    rules = load_rules(args.rules or (load_settings(args.config).files.form_rules if args.config else None))
     checks = [check_form(Path(f), rules=rules) for f in args.files]
     if args.json:
         out = [c.to_json() for c in checks]
@@ -46,13 +73,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_forms_demo(args: argparse.Namespace) -> int:
-    """Check every sample form shipped in data/samples."""
-    files = sorted(SAMPLES.glob("*.xlsx"))
-    if not files:
-        print(f"no sample forms in {SAMPLES}; run: python data/make_samples.py", file=sys.stderr)
-        return 2
-    for path in files:
-        print(render_text(check_form(path, name=path.name)), end="\n\n")
+    """Check the sample forms (mailbot/forms/samples.py), filled from the shipped reference forms."""
+    from mailbot.forms.samples import sample_forms
+
+    rules = load_rules()
+    for name, data in sample_forms(rules).items():
+        print(render_text(check_form(data, name=name, rules=rules)), end="\n\n")
     return 0
 
 
@@ -84,12 +110,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import datetime as dt
     import tempfile
 
-    from mailbot.config import load_settings
     from mailbot.pipeline import Context
     from mailbot.replay import replay
     from mailbot.store.db import open_database
 
-    settings = load_settings(args.config or SANDBOX_CONFIG)
+    settings = _settings(args)
     until = None
     if args.until:
         try:
@@ -119,17 +144,16 @@ def cmd_digest(args: argparse.Namespace) -> int:
     from mailbot.answers.digest import digest_context
     from mailbot.answers.render import Renderer
     from mailbot.calendar import load_calendars
-    from mailbot.config import load_settings
-    from mailbot.store.db import open_database
 
-    settings = load_settings(args.config or SANDBOX_CONFIG)
-    engine = open_database(args.db or settings.database.url)
+    settings = _settings(args)
+    engine = _existing_database(args.db or settings.database.url, args)
     calendar = load_calendars(settings.files.calendars)[settings.schedule.calendar]
+    renderer = Renderer(settings.files.templates)
     now = dt.datetime.fromisoformat(args.at) if args.at else dt.datetime.now(dt.timezone.utc)
     now = now if now.tzinfo else now.replace(tzinfo=ZoneInfo("Europe/Brussels"))
     box = settings.mailboxes[args.team]
     with Session(engine) as session:
-        rendered = Renderer().render("digest", box.language, digest_context(session, args.team, now, calendar))
+        rendered = renderer.render("digest", box.language, digest_context(session, args.team, now, calendar))
     if args.html:
         Path(args.html).write_text(rendered.html, encoding="utf-8")
         print(f"wrote {args.html}")
@@ -174,13 +198,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from mailbot.config import load_settings
     from mailbot.status import render_status, status
-    from mailbot.store.db import open_database
 
-    settings = load_settings(args.config or SANDBOX_CONFIG)
-    url = args.db or (settings.database.url if args.config else f"sqlite:///{SANDBOX_CONFIG.parent / 'sandbox' / 'mailbot.sqlite'}")
-    report = status(open_database(url), settings)
+    settings = _settings(args)
+    report = status(_existing_database(args.db or settings.database.url, args), settings)
     print(json.dumps(report, ensure_ascii=False, indent=2, default=str) if args.json else render_status(report))
     return 0
 
@@ -192,13 +213,11 @@ def cmd_mark(args: argparse.Namespace) -> int:
 
     from sqlmodel import Session, select
 
-    from mailbot.config import load_settings
     from mailbot.dossiers.process import mark_done
-    from mailbot.store.db import open_database
     from mailbot.store.models import Dossier
 
-    settings = load_settings(args.config or SANDBOX_CONFIG)
-    engine = open_database(args.db or settings.database.url)
+    settings = _settings(args)
+    engine = _existing_database(args.db or settings.database.url, args)
     with Session(engine) as session:
         dossier = session.exec(select(Dossier).where(Dossier.reference == args.dossier.upper())).first()
         if dossier is None:
@@ -214,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-form", help="check ePayment order forms (.xlsx)")
     check.add_argument("files", nargs="+", metavar="FILE")
     check.add_argument("--json", action="store_true", help="one JSON object per file")
-    check.add_argument("--rules", help="another rules file than rules/order_form.toml")
+    check.add_argument("--rules", help="the order form's rules file (default: the configuration's, else the shipped one)")
+    check.add_argument("--config", help="configuration file whose [files] form_rules to use")
     check.set_defaults(func=cmd_check_form)
     rep = sub.add_parser("replay", help="replay .eml files through the bot with a simulated clock")
     rep.add_argument("paths", nargs="+", metavar="PATH", help=".eml files or folders of them")
@@ -226,10 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the bot (without --config: on a local sandbox)")
     run.add_argument("--config", help="configuration file (see config.example.toml)")
     run.add_argument("--shadow", action="store_true", help="send nothing to clients; show staff what would go")
-    run.add_argument("--sandbox", metavar="DIR", help="without --config: keep the sandbox's mail here (default data/sandbox)")
+    run.add_argument("--sandbox", metavar="DIR", help="without --config: keep the sandbox's mail and database here (default ~/.local/state/mailbot/sandbox)")
     run.set_defaults(func=cmd_run)
     st = sub.add_parser("status", help="mailboxes, outbox, quarantine and deadlines, from the database")
-    st.add_argument("--config", help="configuration file (default: the embedded sandbox)")
+    st.add_argument("--config", help="configuration file (default: the sandbox's, and its database)")
     st.add_argument("--db", help="database URL (default: the configuration's)")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
@@ -237,18 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
     mark.add_argument("dossier", help="the dossier reference, e.g. EPAY-2027-0042")
     mark.add_argument("step", choices=["prevalidated", "access_sent"])
     mark.add_argument("--by", help="who marks it (default: the user running the command)")
-    mark.add_argument("--config", help="configuration file (default: the embedded sandbox)")
+    mark.add_argument("--config", help="configuration file (default: the sandbox's, and its database)")
     mark.add_argument("--db", help="database URL (default: the configuration's)")
     mark.set_defaults(func=cmd_mark)
     dig = sub.add_parser("digest", help="print or write today's triage summary from the database")
     dig.add_argument("--team", choices=["worldline", "bosa"], default="worldline")
     dig.add_argument("--html", metavar="FILE", help="write the HTML version to FILE")
-    dig.add_argument("--config", help="configuration file (default: the embedded sandbox configuration)")
+    dig.add_argument("--config", help="configuration file (default: the sandbox's, and its database)")
     dig.add_argument("--db", help="database URL (default: the configuration's)")
     dig.add_argument("--at", help="the summary as of this ISO time (default: now)")
     dig.set_defaults(func=cmd_digest)
     demo = sub.add_parser("demo", help="a season of sample mail through a local sandbox, narrated")
-    demo.add_argument("--forms", action="store_true", help="only check the sample order forms in data/samples")
+    demo.add_argument("--forms", action="store_true", help="only check the sample order forms (those of data/samples)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

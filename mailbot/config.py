@@ -1,12 +1,14 @@
 """The configuration: a TOML file read into typed, validated settings, passed in explicitly.
 
 Every key has a default (see config.example.toml); a mistake is reported as one sentence
-naming the key.
+naming the key. A relative path in the file is taken from the file's own folder, wherever
+mailbot is started from (a service's working directory is not the administrator's).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +17,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from mailbot.errors import ConfigError
 from mailbot.tomlfile import read_toml
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -40,10 +40,22 @@ def _email(value: str) -> str:
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
+def _from_folder(value: Path | None, info: ValidationInfo) -> Path | None:
+    """A relative path from the configuration file's folder (`folder` in the validation context);
+    settings built in code, with no file, keep theirs as given."""
+    if value is None:
+        return None
+    value = value.expanduser()
+    folder = (info.context or {}).get("folder")
+    return value if value.is_absolute() or folder is None else folder / value
+
+
 class Secret(_Strict):
     """Where a password comes from: never the configuration file itself."""
     password_env: str | None = None  # the name of an environment variable
     password_file: Path | None = None  # a file holding the password (first line)
+
+    _password_file_from_folder = field_validator("password_file")(lambda cls, v, info: _from_folder(v, info))
 
     def password(self, what: str) -> str:
         import os
@@ -159,34 +171,38 @@ class Daemon(_Strict):
 
 
 class Files(_Strict):
-    """Relative paths are taken from the project's folder, wherever mailbot is started."""
-    form_rules: Path = ROOT / "rules" / "order_form.toml"
-    subject_rules: Path = ROOT / "rules" / "subjects.toml"
-    document_rules: Path = ROOT / "rules" / "documents.toml"
-    robot_rules: Path = ROOT / "rules" / "robots.toml"
-    calendars: Path = ROOT / "rules" / "calendars.toml"
+    """Rules and texts staff may change, in place of those shipped in the package (mailbot/rules/,
+    mailbot/templates/); unset, the shipped ones."""
+    form_rules: Path | None = None  # the order form's fields, checks and messages
+    subject_rules: Path | None = None
+    document_rules: Path | None = None
+    robot_rules: Path | None = None
+    calendars: Path | None = None
+    languages: Path | None = None  # words that tell a body's language
+    templates: Path | None = None  # a folder: a template there replaces the shipped one of its name
 
     @field_validator("*")
     @classmethod
-    def _from_root(cls, value: Path) -> Path:
-        return value if value.is_absolute() else ROOT / value
+    def _paths_from_folder(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _from_folder(value, info)
 
 
 class Database(_Strict):
-    url: str = f"sqlite:///{ROOT / 'data' / 'mailbot.sqlite'}"
+    # Validated even when left out, so that the default too is taken from the file's folder.
+    url: str = Field(default="sqlite:///data/mailbot.sqlite", validate_default=True)
 
     @field_validator("url")
     @classmethod
-    def _sqlite_from_root(cls, value: str) -> str:
+    def _sqlite_from_folder(cls, value: str, info: ValidationInfo) -> str:
         path = value.removeprefix("sqlite:///")
         if value.startswith("sqlite:///") and path and not path.startswith(("/", ":memory:")):
-            return f"sqlite:///{ROOT / path}"
+            return f"sqlite:///{_from_folder(Path(path), info)}"
         return value
 
 
 class Settings(_Strict):
     mailboxes: dict[str, Mailbox]
-    database: Database = Database()
+    database: Database = Field(default={}, validate_default=True)  # its url from the file's folder too
     deadlines: Deadlines = Deadlines()
     process: Process = Process()
     schedule: Schedule = Schedule()
@@ -239,13 +255,17 @@ def _sentence(error: ValidationError, source: str) -> str:
     return f"{source}: {where} {message}{more}"
 
 
-def parse_settings(data: dict[str, Any], source: str = "configuration") -> Settings:
+def parse_settings(data: dict[str, Any], source: str = "configuration", folder: Path | None = None) -> Settings:
+    """`folder`: where relative paths are taken from (the configuration file's); None keeps them
+    relative to the working directory."""
     try:
-        return Settings.model_validate(data)
+        return Settings.model_validate(data, context={"folder": folder})
     except ValidationError as exc:
         raise ConfigError(_sentence(exc, source)) from None
 
 
-def load_settings(path: Path | str) -> Settings:
-    path = Path(path)
-    return parse_settings(read_toml(path, "configuration file", ConfigError), str(path))
+def load_settings(path: Path | str | Traversable) -> Settings:
+    """The settings in the file `path`, its relative paths taken from its folder."""
+    path = Path(path) if isinstance(path, str) else path
+    folder = path.absolute().parent if isinstance(path, Path) else None
+    return parse_settings(read_toml(path, "configuration file", ConfigError), str(path), folder)

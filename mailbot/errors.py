@@ -10,7 +10,8 @@ class ConfigError(MailbotError):
 
 
 class RulesError(ConfigError):
-    """A rules file under rules/ is malformed; the message names the file and the entry."""
+    """A rules file (mailbot/rules/, or one [files] names) is malformed; the message names the
+    file and the entry."""
 
 
 class UnsafeEnvironment(MailbotError):

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
+from mailbot.answers.language import LanguageWords, load_language_words
 from mailbot.answers.outbox import Limits, enqueue
 from mailbot.answers.plan import Silence, plan_for_mail
 from mailbot.answers.render import Renderer
@@ -48,6 +49,7 @@ from mailbot.mail.documents import (
 from mailbot.mail.kinds import classify
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.parse import parse_mail
+from mailbot.mail.robots import RobotRules, load_robot_rules
 from mailbot.mail.subject import (
     SubjectInfo,
     SubjectRules,
@@ -78,6 +80,8 @@ class Context:
     form_rules: FormRules
     subject_rules: SubjectRules
     document_rules: DocumentRules
+    robot_rules: RobotRules
+    language_words: LanguageWords
     calendars: dict[str, BusinessCalendar]
     renderer: Renderer
     max_attempts: int = 3
@@ -94,9 +98,11 @@ class Context:
         for name, rule in (("prevalidation", settings.deadlines.prevalidation), ("encoding", settings.deadlines.encoding)):
             if rule.calendar not in calendars:
                 from mailbot.errors import ConfigError
-                raise ConfigError(f"deadlines.{name}.calendar: no calendar named {rule.calendar!r} in {files.calendars}")
+                raise ConfigError(f"deadlines.{name}.calendar: no calendar named {rule.calendar!r} in "
+                                  f"{files.calendars or 'the shipped calendars'}")
         return cls(settings, engine, load_rules(files.form_rules), load_subject_rules(files.subject_rules),
-                   load_document_rules(files.document_rules), calendars, Renderer(), max_attempts)
+                   load_document_rules(files.document_rules), load_robot_rules(files.robot_rules),
+                   load_language_words(files.languages), calendars, Renderer(files.templates), max_attempts)
 
 
 @dataclass(frozen=True)
@@ -235,7 +241,7 @@ def _answer(session: Session, u: Understanding, raw: bytes, msg_pk: int, at: dt.
     """Decide the answers and write them to the outbox, in the mail's own transaction."""
     dossier_id = u.dossier.id if u.dossier else None
     for item in plan_for_mail(session, u, raw, msg_pk, at, ctx.settings, ctx.renderer, ctx.form_rules,
-                              ctx.document_rules):
+                              ctx.document_rules, ctx.robot_rules, ctx.language_words):
         if isinstance(item, Silence):
             session.add(Decision(message_pk=msg_pk, dossier_id=dossier_id, at=at, answered=False, reason=item.reason))
         else:
@@ -255,7 +261,8 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
     reading = read_documents(mail, ctx.form_rules, document_step(dossier), mailboxes, ctx.document_rules, looked) \
         if dossier is not None else pre
     kind = classify(mail, raw, subject, reading, staff_sender=staff_party is not None,
-                    in_dossier=dossier is not None, announces_form=announces_form(mail, ctx.document_rules))
+                    in_dossier=dossier is not None, announces_form=announces_form(mail, ctx.document_rules),
+                    rules=ctx.robot_rules)
     if dossier is None and kind.name == "submission":
         dossier = open_dossier(session, mail, subject, forms, at, settings, msg.id)
         if mail.sender and staff_party is None:

@@ -17,6 +17,7 @@ from email.message import EmailMessage
 from zoneinfo import ZoneInfo
 
 from mailbot.config import Settings
+from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -115,26 +116,28 @@ def season(settings: Settings, start: dt.date = dt.date(2027, 1, 11)) -> list[Ma
         d = start + dt.timedelta(days=n)
         return dt.datetime(d.year, d.month, d.day, hh, mm, tzinfo=BRUSSELS)
 
-    fr_form = fill_form("fr", complete_values("fr"))
+    # the shipped rules: they name the labels of the shipped reference forms
+    form_rules = load_rules()
+    fr_form = fill_form("fr", complete_values("fr"), rules=form_rules)
     nl_bad = fill_form("nl", complete_values(
         "nl", project_name="Online betalingen Stad Lier", legal_name="Stad Lier", enterprise_number=207502301,
         vat_number=None, street="Paradeplein 2", postal_code=2500, city="Lier",
         business_contact_name="An Janssens", business_contact_email="an.janssens@lier.be",
         technical_contact_email="webteam@lier.be", billing_email="facturen@lier.be", account_holder="Stad Lier",
         signatory_function="Algemeen directeur", settlement_iban="BE71 0961 2345 6760",
-        pm_bancontact=None, pm_visa=None, pm_mastercard=None))
+        pm_bancontact=None, pm_visa=None, pm_mastercard=None), rules=form_rules)
     nl_good = fill_form("nl", complete_values(
         "nl", project_name="Online betalingen Stad Lier", legal_name="Stad Lier", enterprise_number=207502301,
         vat_number=None, street="Paradeplein 2", postal_code=2500, city="Lier",
         business_contact_name="An Janssens", business_contact_email="an.janssens@lier.be",
         technical_contact_email="webteam@lier.be", billing_email="facturen@lier.be", account_holder="Stad Lier",
-        signatory_function="Algemeen directeur", pm_mastercard=None))
+        signatory_function="Algemeen directeur", pm_mastercard=None), rules=form_rules)
     namur_form = fill_form("fr", complete_values(
         "fr", project_name="Stationnement Namur", legal_name="Ville de Namur", enterprise_number="0207.355.514",
         vat_number=None, street="Hôtel de Ville", postal_code=5000, city="Namur",
         business_contact_name="Claire Martin", business_contact_email="claire.martin@ville.namur.be",
         technical_contact_email="informatique@ville.namur.be", billing_email="finances@ville.namur.be",
-        account_holder="Ville de Namur"))
+        account_holder="Ville de Namur"), rules=form_rules)
     sambre = "Marie Dubois <marie.dubois@sambreville.be>"
     lier = "An Janssens <an.janssens@lier.be>"
     namur = "Claire Martin <claire.martin@ville.namur.be>"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,7 +14,7 @@ from mailbot.errors import ConfigError, RulesError
 T = TypeVar("T")
 
 
-def read_toml(path: Path, what: str = "rules file", error: type[ConfigError] = RulesError) -> dict[str, Any]:
+def read_toml(path: Path | Traversable, what: str = "rules file", error: type[ConfigError] = RulesError) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -24,12 +25,12 @@ def read_toml(path: Path, what: str = "rules file", error: type[ConfigError] = R
         raise error(f"{path}: not valid TOML ({exc})") from exc
 
 
-def load_toml(path: Path | str | None, default: Path, parse: Callable[[dict[str, Any], str], T],
+def load_toml(path: Path | str | None, shipped: Traversable, parse: Callable[[dict[str, Any], str], T],
               what: str = "rules file") -> T:
-    """Read `path` (`default` when None) and hand its data to `parse(data, source)`, the source
-    being the path, so that every error names the file."""
-    path = Path(path) if path is not None else default
-    return parse(read_toml(path, what), str(path))
+    """Read `path` (the file shipped in the package when None) and hand its data to
+    `parse(data, source)`, the source being the path, so that every error names the file."""
+    source = Path(path) if path is not None else shipped
+    return parse(read_toml(source, what), str(source))
 
 
 def require(table: dict[str, Any], key: str, kind: type, where: str) -> Any:

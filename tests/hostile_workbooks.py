@@ -19,7 +19,10 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 
+from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
+
+FORM_RULES = load_rules()
 
 SHEET = "xl/worksheets/sheet1.xml"
 CONTENT_TYPES = "[Content_Types].xml"
@@ -39,7 +42,7 @@ TITLES = {
 @functools.lru_cache(maxsize=None)
 def form(language: str = "fr") -> bytes:
     """A complete, valid filled form (the base every zip attack is grafted onto)."""
-    return fill_form(language, complete_values(language))
+    return fill_form(language, complete_values(language), rules=FORM_RULES)
 
 
 def read_part(data: bytes, name: str) -> bytes:
@@ -439,4 +442,4 @@ def other_form() -> bytes:
 
 def wrong_version(language: str = "fr", version: str = "2.1") -> bytes:
     """A complete order form of another version (title in B1 and in the document properties)."""
-    return fill_form(language, complete_values(language), title=TITLES[language].format(version))
+    return fill_form(language, complete_values(language), title=TITLES[language].format(version), rules=FORM_RULES)

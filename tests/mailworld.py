@@ -18,10 +18,13 @@ from sqlmodel import Session, func, select
 
 from mailbot.config import parse_settings
 from mailbot.daemon import Daemon
+from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
 from mailbot.season import XLSX, Mail, brussels
 from mailbot.store.models import FolderState
 from mailbot.transport.sandbox import LocalSmtp
+
+FORM_RULES = load_rules()
 
 WL = "ecom-belgium@worldline.localhost"
 BOSA = "epayment@bosa.localhost"
@@ -38,7 +41,7 @@ def wait_for(predicate, timeout=15.0, what="condition"):
 
 
 def form_mail(n, project="E-guichet", sender=CLIENT, **changes):
-    form = fill_form("fr", complete_values("fr", project_name=project, **changes))
+    form = fill_form("fr", complete_values("fr", project_name=project, **changes), rules=FORM_RULES)
     return Mail(brussels(2027, 3, 1, 9), sender, [WL], f"BOSA M1036 - Bon de commande – {project}", "ci-joint",
                 cc=[BOSA], attachments=[("Bon de commande.xlsx", form, XLSX)], message_id=f"<form{n}@sambreville.be>")
 

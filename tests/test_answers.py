@@ -11,13 +11,16 @@ import textwrap
 import pytest
 from sqlmodel import Session, select
 
-from mailbot.cli import SANDBOX_CONFIG
 from mailbot.config import load_settings
+from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
 from mailbot.pipeline import Context, Seen, handle
+from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels, jpeg_bytes, scan_pdf
 from mailbot.store.db import open_database
 from mailbot.store.models import Decision, Event, OutboxMail
+
+FORM_RULES = load_rules()
 
 SETTINGS = load_settings(SANDBOX_CONFIG)
 WL = SETTINGS.mailboxes["worldline"].address
@@ -32,7 +35,7 @@ def ctx(tmp_path):
 
 
 def form_mail(n=1, sender=CLIENT, headers=None, at=AT, lang="fr", **changes):
-    form = fill_form(lang, complete_values(lang, **changes))
+    form = fill_form(lang, complete_values(lang, **changes), rules=FORM_RULES)
     subject = "BOSA M1036 - Bon de commande – E-guichet" if lang == "fr" else "BOSA M1036 - Bestelbon – E-loket"
     return Mail(at, sender, [WL], subject, "Bonjour, ci-joint notre bon de commande.", cc=[BOSA],
                 attachments=[("Bon de commande.xlsx", form, XLSX)], message_id=f"<m{n}@sambreville.be>",
@@ -195,7 +198,7 @@ def test_unsure_language_gets_both(ctx):
 
 CRASH_SCRIPT = textwrap.dedent("""
     import sys, time
-    from mailbot.cli import SANDBOX_CONFIG
+    from mailbot.resources import SANDBOX_CONFIG
     from mailbot.config import load_settings
     from mailbot.pipeline import Context, Seen, handle
     from mailbot.season import brussels

@@ -11,14 +11,17 @@ import pytest
 from sqlmodel import Session, select
 
 from mailbot.answers.digest import digest_context
-from mailbot.cli import SANDBOX_CONFIG
 from mailbot.config import load_settings
+from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
-from mailbot.mail.robots import _plain, default_robot_rules
+from mailbot.mail.robots import _plain, load_robot_rules
 from mailbot.pipeline import Context, Seen, handle
+from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels
 from mailbot.store.db import open_database
 from mailbot.store.models import Decision, Event, Message, OutboxMail
+
+FORM_RULES = load_rules()
 
 SETTINGS = load_settings(SANDBOX_CONFIG)
 WL = SETTINGS.mailboxes["worldline"].address
@@ -26,7 +29,7 @@ BOSA = SETTINGS.mailboxes["bosa"].address
 CLIENT = "marie.dubois@sambreville.be"
 AT = brussels(2027, 3, 1, 9)
 SUBJECT = "BOSA M1036 - Bon de commande – E-guichet"
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+TEMPLATES = Path(__file__).resolve().parents[1] / "mailbot" / "templates"
 
 OUT_OF_OFFICE = {
     "fr": "Bonjour,\n\nJe suis absent du bureau jusqu'au 15 mars inclus. En cas d'urgence, "
@@ -112,7 +115,7 @@ def test_out_of_office_subject_without_headers(ctx, subject):
 
 def test_an_absent_subject_with_the_form_attached_is_a_submission(ctx):
     """"Absent :" counts only on a mail with no attachment: with the form, a client's submission."""
-    form = fill_form("fr", complete_values("fr", project_name="E-guichet"))
+    form = fill_form("fr", complete_values("fr", project_name="E-guichet"), rules=FORM_RULES)
     mail = Mail(AT, CLIENT, [WL], "Absent : bon de commande", "Bonjour, voici notre bon de commande.",
                 cc=[BOSA], message_id="<absent@x.be>", attachments=[("Bon de commande.xlsx", form, XLSX)])
     outcome = feed(ctx, mail)
@@ -177,7 +180,7 @@ def test_a_client_question_under_the_process_subject_is_still_answered(ctx, answ
 
 def test_a_client_reply_with_the_form_and_an_absence_notice_is_read(ctx, answered):
     """A canned-looking text, seconds after the answer, but a file: a client's."""
-    form = fill_form("fr", complete_values("fr", project_name="E-guichet"))
+    form = fill_form("fr", complete_values("fr", project_name="E-guichet"), rules=FORM_RULES)
     mail = reply(answered, "Je suis absente du bureau demain, voici le bon de commande.", subject=SUBJECT,
                  attachments=[("Bon de commande.xlsx", form, XLSX)])
     outcome = feed(ctx, mail)
@@ -223,7 +226,7 @@ def test_a_reply_to_someone_else_is_not_taken_for_a_loop(ctx, answered):
 
 def test_no_canned_phrase_is_in_the_bots_own_texts():
     """A client may quote an answer without quote marks: no phrase of it may read as a robot's."""
-    rules = default_robot_rules()
+    rules = load_robot_rules()
     files = sorted(TEMPLATES.glob("*.txt")) + sorted(TEMPLATES.glob("_words_*.j2"))
     assert files
     found = {(f.name, m.group(1)) for f in files for _, _, pattern in rules.text_patterns

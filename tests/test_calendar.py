@@ -274,7 +274,6 @@ def test_shipped_calendars():
     assert calendars["federal"].yearly == {(11, 2), (11, 15), (12, 26)}
     assert not calendars["federal"].is_business_day(D(2027, 11, 2))
     assert calendars["public"].is_business_day(D(2027, 11, 2))
-    assert cal.default_calendars()["public"].name == "public"
 
 
 def test_toml_dates_and_strings(tmp_path):

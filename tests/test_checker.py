@@ -8,12 +8,12 @@ import pytest
 
 from mailbot.cli import main
 from mailbot.errors import RulesError
-from mailbot.forms import check_form, default_rules
+from mailbot.forms import check_form, load_rules
 from mailbot.forms.builder import REFERENCE, complete_values, fill_form
 from mailbot.forms.rules import DEFAULT_RULES, parse_rules
 
 LANGS = ["fr", "nl"]
-RULES = default_rules()
+RULES = load_rules()
 MANDATORY = [f.id for f in RULES.fields if f.need == "mandatory" and f.id not in ("lot_1", "lot_2")]
 OPTIONAL = [f.id for f in RULES.fields if f.need == "optional"]
 LOT1_FIELDS = [f.id for f in RULES.fields if f.when == "lot_1"]
@@ -30,7 +30,7 @@ def no(lang):
 
 
 def check(lang, **changes):
-    return check_form(fill_form(lang, complete_values(lang, **changes)), name=f"form_{lang}.xlsx")
+    return check_form(fill_form(lang, complete_values(lang, **changes), rules=RULES), name=f"form_{lang}.xlsx", rules=RULES)
 
 
 def pairs(result):
@@ -199,16 +199,16 @@ def test_stray_spaces_and_nbsp_in_values(lang):
 @pytest.mark.parametrize("lang", LANGS)
 def test_rows_moved_and_labels_retyped(lang):
     data = fill_form(lang, complete_values(lang, postal_code=None), insert_rows={4: 3, 20: 2, 30: 5},
-                     relabel=lambda label: "  " + label.upper().replace(" ", "\u00a0 ") + " :")
-    result = check_form(data)
+                     relabel=lambda label: "  " + label.upper().replace(" ", "\u00a0 ") + " :", rules=RULES)
+    result = check_form(data, rules=RULES)
     assert pairs(result) == [("postal_code", "missing")]
     assert result.values["settlement_iban"] == "BE71 0961 2345 6769"
 
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_deleted_row(lang):
-    data = fill_form(lang, complete_values(lang), delete_fields=("city", "billing_reference"))
-    result = check_form(data)
+    data = fill_form(lang, complete_values(lang), delete_fields=("city", "billing_reference"), rules=RULES)
+    result = check_form(data, rules=RULES)
     assert pairs(result) == [("city", "missing")]
     assert "introuvable" in result.problems[0].message or "staat niet" in result.problems[0].message
 
@@ -216,7 +216,7 @@ def test_deleted_row(lang):
 @pytest.mark.parametrize("lang, title", [("fr", "Bon de commande – ePayment BOSA M1036 – Worldline – Version 2.1"),
                                          ("nl", "Bestelbon – ePayment BOSA M1036 – Worldline – Versie 2.0")])
 def test_wrong_version(lang, title):
-    result = check_form(fill_form(lang, complete_values(lang), title=title))
+    result = check_form(fill_form(lang, complete_values(lang), title=title, rules=RULES), rules=RULES)
     assert pairs(result) == [("form", "wrong_version")]
     assert result.language == lang and result.version == title[-3:]
     assert result.complete is False
@@ -230,19 +230,19 @@ def test_other_workbook_is_not_an_order_form(tmp_path):
     book.active["A2"] = "Nom du projet"
     path = tmp_path / "budget.xlsx"
     book.save(path)
-    result = check_form(path)
+    result = check_form(path, rules=RULES)
     assert pairs(result) == [("form", "not_an_order_form")]
     assert result.language is None and result.version is None
 
 
 def test_title_lost_but_labels_present_is_still_checked():
-    data = fill_form("nl", complete_values("nl"), title="")
-    result = check_form(data)
+    data = fill_form("nl", complete_values("nl"), title="", rules=RULES)
+    result = check_form(data, rules=RULES)
     assert result.complete and result.language == "nl"
 
 
 def test_missing_file_is_unreadable(tmp_path):
-    result = check_form(tmp_path / "absent.xlsx")
+    result = check_form(tmp_path / "absent.xlsx", rules=RULES)
     assert pairs(result) == [("form", "unreadable")]
 
 
@@ -255,14 +255,14 @@ def _write(tmp_path, name, data):
 
 
 def test_cli_json_one_and_many(tmp_path, capsys):
-    good = _write(tmp_path, "good.xlsx", fill_form("fr", complete_values("fr")))
+    good = _write(tmp_path, "good.xlsx", fill_form("fr", complete_values("fr"), rules=RULES))
     assert main(["check-form", "--json", good]) == 0
     one = json.loads(capsys.readouterr().out)
     assert one["file"] == good and one["complete"] is True and one["language"] == "fr"
     assert one["version"] == "2.2" and one["problems"] == []
     assert one["values"]["enterprise_number"] == "0203.201.340"
 
-    bad = _write(tmp_path, "bad.xlsx", fill_form("nl", complete_values("nl", billing_email="facturen")))
+    bad = _write(tmp_path, "bad.xlsx", fill_form("nl", complete_values("nl", billing_email="facturen"), rules=RULES))
     assert main(["check-form", "--json", good, bad]) == 1
     many = json.loads(capsys.readouterr().out)
     assert [m["complete"] for m in many] == [True, False]
@@ -276,7 +276,7 @@ def test_cli_json_one_and_many(tmp_path, capsys):
 
 
 def test_cli_text_report(tmp_path, capsys):
-    bad = _write(tmp_path, "bad.xlsx", fill_form("fr", complete_values("fr", postal_code=None)))
+    bad = _write(tmp_path, "bad.xlsx", fill_form("fr", complete_values("fr", postal_code=None), rules=RULES))
     assert main(["check-form", bad]) == 1
     out = capsys.readouterr().out
     assert "incomplet" in out and "« Code postal » est vide" in out
@@ -319,9 +319,9 @@ def test_a_renamed_label_is_a_rules_change(tmp_path):
     city = next(f for f in data["fields"] if f.get("id") == "city")
     city["fr"] = "Localité"
     rules = parse_rules(data)
-    form = fill_form("fr", complete_values("fr"), relabel=lambda label: "Localité" if label == "Commune" else label)
+    form = fill_form("fr", complete_values("fr"), relabel=lambda label: "Localité" if label == "Commune" else label, rules=RULES)
     assert pairs(check_form(form, rules=rules)) == []
-    assert pairs(check_form(form)) == [("city", "missing")]
+    assert pairs(check_form(form, rules=RULES)) == [("city", "missing")]
 
 
 @pytest.mark.parametrize("lang, typed", [("fr", "Non assujetti"), ("fr", "N/A"), ("nl", "n.v.t."), ("nl", "Niet van toepassing")])

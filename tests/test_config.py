@@ -1,9 +1,13 @@
 """The configuration: the example file is valid, and each mistake is one clear sentence."""
 
+from pathlib import Path
+
 import pytest
 
-from mailbot.config import ROOT, load_settings, parse_settings
+from mailbot.config import load_settings, parse_settings
 from mailbot.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 BOXES = {"worldline": {"address": "ecom@worldline.localhost"}, "bosa": {"address": "sm@bosa.localhost"}}
 
@@ -12,8 +16,8 @@ def test_example_and_sandbox_configs_load():
     example = load_settings(ROOT / "config.example.toml")
     assert example.mailboxes["worldline"].address == "ecom-belgium@worldline.com"
     assert example.deadlines.prevalidation.days == 3 and example.deadlines.encoding.days == 6
-    assert example.files.calendars.is_absolute()
-    sandbox = load_settings(ROOT / "data" / "sandbox.toml")
+    assert example.files.calendars is None  # the calendars shipped in the package
+    sandbox = load_settings(ROOT / "mailbot" / "sandbox.toml")
     assert all(box.address.endswith(".localhost") for box in sandbox.mailboxes.values())
 
 
@@ -44,3 +48,26 @@ def test_staff_addresses_name_their_mailbox():
     assert settings.mailbox_of("morad@worldline.localhost") == "worldline"
     assert settings.mailbox_of("ECOM@worldline.localhost") == "worldline"
     assert settings.mailbox_of("client@lier.be") is None
+
+
+def test_relative_paths_are_taken_from_the_configuration_files_folder(tmp_path, monkeypatch):
+    """As config.example.toml says: from the file's folder, wherever mailbot is started."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    boxes = ('[mailboxes.worldline]\naddress = "ecom@worldline.localhost"\n'
+             '[mailboxes.worldline.imap]\nhost = "127.0.0.1"\nuser = "wl"\nsecurity = "plain"\npassword_file = "secrets/imap"\n'
+             '[mailboxes.bosa]\naddress = "sm@bosa.localhost"\n')
+    (etc / "full.toml").write_text(boxes + '[database]\nurl = "sqlite:///state/mb.sqlite"\n'
+                                   '[files]\nrobot_rules = "rules/robots.toml"\ntemplates = "templates"\n'
+                                   'calendars = "/srv/calendars.toml"\n', encoding="utf-8")
+    (etc / "bare.toml").write_text(boxes, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    full = load_settings("etc/full.toml")  # a relative path to the file itself, too
+    assert full.database.url == f"sqlite:///{etc / 'state' / 'mb.sqlite'}"
+    assert (full.files.robot_rules, full.files.templates) == (etc / "rules" / "robots.toml", etc / "templates")
+    assert full.files.calendars == Path("/srv/calendars.toml") and full.files.form_rules is None
+    assert full.mailboxes["worldline"].imap.password_file == etc / "secrets" / "imap"
+    # the default database is beside the configuration too, not in the working directory
+    assert load_settings(etc / "bare.toml").database.url == f"sqlite:///{etc / 'data' / 'mailbot.sqlite'}"
+    # settings built in code, with no file, keep their paths as given
+    assert parse_settings({"mailboxes": BOXES, "files": {"robot_rules": "r.toml"}}).files.robot_rules == Path("r.toml")

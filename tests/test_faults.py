@@ -44,11 +44,14 @@ from mailworld import (  # noqa: F401 - fixtures
 from sqlalchemy import event
 from sqlmodel import col, select
 
+from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
 from mailbot.season import XLSX, Mail, brussels
 from mailbot.status import status
 from mailbot.store.models import Decision, FolderState, Message, OutboxMail, Sighting
 from mailbot.transport.imap import ImapFolder
+
+FORM_RULES = load_rules()
 
 CLIENTS = "sambreville.be"
 SEED = int(os.environ.get("MAILBOT_FAULT_SEED", time.time_ns() % 1_000_000))
@@ -59,7 +62,7 @@ ANSWERS = ("form_complete", "form_missing")
 
 @functools.cache
 def order_form(n: int) -> bytes:
-    return fill_form("fr", complete_values("fr", project_name=f"Projet {n}"))
+    return fill_form("fr", complete_values("fr", project_name=f"Projet {n}"), rules=FORM_RULES)
 
 
 def client_mail(n: int, form: bool = False) -> bytes:

@@ -27,14 +27,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mailbot.forms.workbook as workbook_module
-from mailbot.forms import FormCheck, check_form, default_rules
+from mailbot.forms import FormCheck, check_form, load_rules
 
 import hostile_workbooks as hw  # tests/ is on sys.path (pytest's rootdir-relative import)
 
 HOSTILE_SECONDS = 5.0
 HOSTILE_PEAK_BYTES = 150_000_000
 FORM_CODES = {"unreadable", "not_an_order_form", "wrong_version"}
-LIMITS = default_rules().limits
+RULES = load_rules()
+LIMITS = RULES.limits
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def run(source: bytes | Path, name: str | None = None) -> Run:
     tracemalloc.start()
     try:
         started = time.perf_counter()
-        result = check_form(source, name=name)
+        result = check_form(source, name=name, rules=RULES)
         seconds = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -310,7 +311,7 @@ def fuzz(examples: int) -> settings:
 @fuzz(200)
 @given(prefix=st.sampled_from(PREFIXES), body=st.binary(max_size=4096))
 def test_arbitrary_bytes_never_raise(prefix: bytes, body: bytes) -> None:
-    assert_sound(check_form(prefix + body))
+    assert_sound(check_form(prefix + body, rules=RULES))
 
 
 @fuzz(120)
@@ -322,7 +323,7 @@ def test_flipped_or_truncated_form_never_raises(flips: list[tuple[float, int]], 
         data[int(where * len(data))] ^= mask
     if keep is not None:
         del data[int(keep * len(data)):]
-    assert_sound(check_form(bytes(data)))
+    assert_sound(check_form(bytes(data), rules=RULES))
 
 
 @fuzz(120)
@@ -336,7 +337,7 @@ def test_mutated_part_with_valid_crc_never_raises(part: str, flips: list[tuple[f
         body[int(where * len(body))] ^= mask
     if keep is not None:
         del body[int(keep * len(body)):]
-    assert_sound(check_form(hw.rewrite(hw.form(), replace={part: bytes(body)})))
+    assert_sound(check_form(hw.rewrite(hw.form(), replace={part: bytes(body)}), rules=RULES))
 
 
 TRICKY_VALUES = ["", "-1", "0", "1e309", "99999999999999999999999", "nan", "A0", "XFE1", "XFD1048577",
@@ -357,4 +358,4 @@ def test_well_formed_form_with_odd_values_never_raises(part: str, edits: list[tu
         spans = [m.span(1) if m.group(1) is not None else m.span(2) for m in VALUE_SPANS.finditer(body)]
         start, end = spans[int(where * len(spans))]
         body = body[:start] + value + body[end:]
-    assert_sound(check_form(hw.rewrite(hw.form(), replace={part: body.encode()})))
+    assert_sound(check_form(hw.rewrite(hw.form(), replace={part: body.encode()}), rules=RULES))

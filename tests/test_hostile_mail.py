@@ -50,14 +50,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, select
 
-from mailbot.cli import SANDBOX_CONFIG
 from mailbot.config import load_settings
+from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
 from mailbot.pipeline import Context, Outcome, Seen, handle
+from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels, scan_pdf, season
 from mailbot.store.db import open_database
 from mailbot.store.models import Contact, Message, OutboxMail, Sighting
 from mailbot.transport.compose import compose
+
+FORM_RULES = load_rules()
 
 SETTINGS = load_settings(SANDBOX_CONFIG)
 WL = SETTINGS.mailboxes["worldline"].address
@@ -222,7 +225,7 @@ def _quiet_pdf_reader():
 
 # ---------------------------------------------------------------- building blocks
 
-FORM = fill_form("fr", complete_values("fr"))
+FORM = fill_form("fr", complete_values("fr"), rules=FORM_RULES)
 SUBJECT = "BOSA M1036 - Bon de commande – E-guichet"
 
 
@@ -488,7 +491,7 @@ def test_a_stranger_naming_himself_in_the_form_is_not_answered(tmp_path, victim_
     business contact, linked him while the mail was applied, and the answer with the dossier's
     details went to him at once. Now whoever was not linked when the mail came gets nothing."""
     pipe = Pipeline(tmp_path, victim_dossier)
-    form = fill_form("fr", complete_values("fr", business_contact_email=ATTACKER))
+    form = fill_form("fr", complete_values("fr", business_contact_email=ATTACKER), rules=FORM_RULES)
     raw = Mail(LATER, ATTACKER, [WL], f"RE: [EPAY-2027-0001] {SUBJECT}", "Voici la version corrigée.",
                attachments=[("Bon de commande.xlsx", form, XLSX)], message_id="<self@evil.example>").to_bytes()
     fed = pipe.feed(raw, at=LATER, forged=[ATTACKER])

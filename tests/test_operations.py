@@ -16,15 +16,19 @@ from imapclient import IMAPClient
 from sqlmodel import Session, select
 
 from mailbot.answers.digest import digest_context
-from mailbot.cli import SANDBOX_CONFIG, main
+from mailbot.cli import main
 from mailbot.config import load_settings, parse_settings
+from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
 from mailbot.pipeline import Context, Seen, handle
+from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels
 from mailbot.status import render_status, status
 from mailbot.store.db import open_database
 from mailbot.store.models import FolderState, OutboxMail
 from mailbot.transport.sandbox import dovecot_available
+
+FORM_RULES = load_rules()
 
 SETTINGS = load_settings(SANDBOX_CONFIG)
 WL = SETTINGS.mailboxes["worldline"].address
@@ -34,7 +38,7 @@ CLIENT = "marie.dubois@sambreville.be"
 
 def form_mail(n=1, **changes):
     return Mail(brussels(2027, 3, 1, 9), CLIENT, [WL], "BOSA M1036 - Bon de commande – E-guichet", "ci-joint",
-                cc=[BOSA], attachments=[("bdc.xlsx", fill_form("fr", complete_values("fr", **changes)), XLSX)],
+                cc=[BOSA], attachments=[("bdc.xlsx", fill_form("fr", complete_values("fr", **changes), rules=FORM_RULES), XLSX)],
                 message_id=f"<op{n}@sambreville.be>")
 
 

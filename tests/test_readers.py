@@ -11,12 +11,12 @@ import time
 
 from sqlmodel import Session, select
 
-from mailbot.cli import SANDBOX_CONFIG
 from mailbot.config import Imap, load_settings
 from mailbot.forms import load_rules
 from mailbot.mail.documents import load_document_rules
 from mailbot.pipeline import Context, Seen, handle
 from mailbot.readers import Read, Readers, read_mail
+from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import season
 from mailbot.store.db import open_database
 from mailbot.store.models import Message, OutboxMail
@@ -110,11 +110,11 @@ def test_a_reader_stuck_on_a_mail_is_stopped_and_the_mail_set_aside(monkeypatch)
 
 OWNER = """
 import asyncio, os, sys, time
-from mailbot.cli import SANDBOX_CONFIG
 from mailbot.config import load_settings
 from mailbot.forms import load_rules
 from mailbot.mail.documents import load_document_rules
 from mailbot.readers import Readers
+from mailbot.resources import SANDBOX_CONFIG
 
 async def main():
     files = load_settings(SANDBOX_CONFIG).files

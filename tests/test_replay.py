@@ -10,15 +10,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, select
 
-from mailbot.cli import SANDBOX_CONFIG as SANDBOX, main
+from mailbot.cli import main
 from mailbot.config import load_settings
+from mailbot.forms import load_rules
+from mailbot.forms.builder import complete_values, fill_form
 from mailbot.pipeline import Context, Seen, handle
 from mailbot.replay import replay
+from mailbot.resources import SANDBOX_CONFIG as SANDBOX
 from mailbot.season import BRUSSELS, XLSX, Mail, brussels, pdf_bytes, season
-from mailbot.forms.builder import complete_values, fill_form
 from mailbot.store.db import open_database
 from mailbot.store.models import AttachmentRecord, Deadline, Dossier, Event, Message, Sighting
 
+FORM_RULES = load_rules()
 
 
 def write_folder(folder, mails):
@@ -118,7 +121,7 @@ def test_id_copy_keeps_only_metadata(season_run):
 def test_same_mail_in_both_inboxes_without_message_id(tmp_path):
     settings = load_settings(SANDBOX)
     wl, bosa = settings.mailboxes["worldline"].address, settings.mailboxes["bosa"].address
-    form = fill_form("fr", complete_values("fr"))
+    form = fill_form("fr", complete_values("fr"), rules=FORM_RULES)
     mail = Mail(brussels(2027, 3, 1, 9), "marie.dubois@sambreville.be", [wl], "BOSA M1036 - Bon de commande – Projet X",
                 "ci-joint", cc=[bosa], attachments=[("bdc.xlsx", form, XLSX)])
     raw = mail.to_bytes()
@@ -138,7 +141,7 @@ def test_order_form_without_bosa_in_copy_is_recorded(tmp_path):
     settings = load_settings(SANDBOX)
     wl = settings.mailboxes["worldline"].address
     mail = Mail(brussels(2027, 3, 1, 9), "marie.dubois@sambreville.be", [wl], "BOSA M1036 - Bon de commande – Projet X",
-                "ci-joint", attachments=[("bdc.xlsx", fill_form("fr", complete_values("fr")), XLSX)])
+                "ci-joint", attachments=[("bdc.xlsx", fill_form("fr", complete_values("fr"), rules=FORM_RULES), XLSX)])
     events, engine = run(tmp_path, [mail])
     assert "bosa_copy_missing" in received(events)[0]["changes"]
     with Session(engine) as s:
@@ -149,8 +152,8 @@ def test_two_projects_from_one_sender(tmp_path):
     settings = load_settings(SANDBOX)
     wl, bosa = settings.mailboxes["worldline"].address, settings.mailboxes["bosa"].address
     sender = "marie.dubois@sambreville.be"
-    a = fill_form("fr", complete_values("fr", project_name="Piscine communale"))
-    b = fill_form("fr", complete_values("fr", project_name="Cimetières en ligne"))
+    a = fill_form("fr", complete_values("fr", project_name="Piscine communale"), rules=FORM_RULES)
+    b = fill_form("fr", complete_values("fr", project_name="Cimetières en ligne"), rules=FORM_RULES)
     mails = [
         Mail(brussels(2027, 3, 1, 9), sender, [wl], "BOSA M1036 - Bon de commande – Piscine communale", "ci-joint",
              cc=[bosa], attachments=[("bdc.xlsx", a, XLSX)]),
@@ -173,7 +176,7 @@ def test_two_projects_from_one_sender(tmp_path):
 def test_loose_subjects_find_the_project(tmp_path, subject):
     settings = load_settings(SANDBOX)
     wl = settings.mailboxes["worldline"].address
-    form = fill_form("fr", complete_values("fr", project_name="Ville de Huy"))
+    form = fill_form("fr", complete_values("fr", project_name="Ville de Huy"), rules=FORM_RULES)
     first = Mail(brussels(2027, 3, 1, 9), "it@huy.be", [wl], "BOSA M1036 - Bon de commande – Ville de Huy", "ci-joint",
                  attachments=[("bdc.xlsx", form, XLSX)])
     raw = Mail(brussels(2027, 3, 2, 9), "someone.else@huy.be", [wl], "x", "Une question sur notre dossier.").to_bytes()
@@ -188,7 +191,7 @@ def test_forwarded_order_form_is_found(tmp_path):
     settings = load_settings(SANDBOX)
     wl = settings.mailboxes["worldline"].address
     inner = Mail(brussels(2027, 3, 1, 9), "it@huy.be", ["finance@huy.be"], "bon de commande", "voir pièce jointe",
-                 attachments=[("Bon de commande.xlsx", fill_form("fr", complete_values("fr")), XLSX)]).to_bytes()
+                 attachments=[("Bon de commande.xlsx", fill_form("fr", complete_values("fr"), rules=FORM_RULES), XLSX)]).to_bytes()
     outer = EmailMessage()
     outer["From"] = "finance@huy.be"
     outer["To"] = wl
@@ -236,7 +239,7 @@ def test_deadlines_skip_holidays(tmp_path, received_at, due):
     settings = load_settings(SANDBOX)
     wl = settings.mailboxes["worldline"].address
     mail = Mail(received_at, "it@huy.be", [wl], "BOSA M1036 - Bon de commande – Ville de Huy", "ci-joint",
-                attachments=[("bdc.xlsx", fill_form("fr", complete_values("fr")), XLSX)])
+                attachments=[("bdc.xlsx", fill_form("fr", complete_values("fr"), rules=FORM_RULES), XLSX)])
     events, _ = run(tmp_path, [mail], until=received_at + dt.timedelta(days=14))
     alerts = [(e["purpose"], e["due"]) for e in events if e["event"] == "sent" and e["purpose"] in ("warning", "escalation")]
     assert alerts == [("warning", due), ("escalation", due)]

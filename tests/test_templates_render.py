@@ -11,7 +11,7 @@ from types import SimpleNamespace as NS
 import pytest
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+TEMPLATES = Path(__file__).resolve().parents[1] / "mailbot" / "templates"
 
 CLIENT = ("form_incomplete", "form_complete", "form_missing", "signed_incomplete", "signed_received", "reminder")
 STAFF_EN = ("warning", "escalation", "needs_human")

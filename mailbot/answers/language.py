@@ -3,29 +3,39 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 
 from mailbot.errors import RulesError
-from mailbot.tomlfile import read_toml
+from mailbot.resources import rules_file
+from mailbot.tomlfile import load_toml
 
-DEFAULT_WORDS = Path(__file__).resolve().parents[2] / "rules" / "languages.toml"
+DEFAULT_WORDS = rules_file("languages.toml")
 
 
-@lru_cache(maxsize=2)
-def _words(path: Path = DEFAULT_WORDS) -> dict[str, frozenset[str]]:
-    data = read_toml(path, "rules file")
+@dataclass(frozen=True)
+class LanguageWords:
+    """Words that tell a body's language (mailbot/rules/languages.toml, or [files] languages)."""
+    fr: frozenset[str]
+    nl: frozenset[str]
+
+
+def parse_language_words(data: dict, source: str = "rules") -> LanguageWords:
     try:
-        return {lang: frozenset(w.casefold() for w in data[lang]) for lang in ("fr", "nl")}
-    except (KeyError, TypeError) as exc:
-        raise RulesError(f"{path}: {exc.__class__.__name__}: {exc}") from exc
+        return LanguageWords(**{lang: frozenset(w.casefold() for w in data[lang]) for lang in ("fr", "nl")})
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise RulesError(f"{source}: {exc.__class__.__name__}: {exc}") from exc
 
 
-def body_language(text: str) -> str | None:
+def load_language_words(path: Path | str | None = None) -> LanguageWords:
+    """The words in `path`; None: the words shipped with mailbot."""
+    return load_toml(path, DEFAULT_WORDS, parse_language_words)
+
+
+def body_language(text: str, words: LanguageWords) -> str | None:
     tokens = re.findall(r"[\w-]+", text[:4000].casefold())
-    words = _words()
-    fr = sum(t in words["fr"] for t in tokens)
-    nl = sum(t in words["nl"] for t in tokens)
+    fr = sum(t in words.fr for t in tokens)
+    nl = sum(t in words.nl for t in tokens)
     if max(fr, nl) >= 2 and max(fr, nl) >= 2 * min(fr, nl):
         return "fr" if fr > nl else "nl"
     return None

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
-from mailbot.answers.language import body_language, pick_language
+from mailbot.answers.language import LanguageWords, body_language, pick_language
 from mailbot.answers.outbox import Draft
 from mailbot.answers.policy import echo_reason, no_answer_reason
 from mailbot.answers.render import Renderer
@@ -26,6 +26,7 @@ from mailbot.forms import FormRules
 from mailbot.forms.changes import compare
 from mailbot.mail.documents import DocumentRules
 from mailbot.mail.model import ParsedMail
+from mailbot.mail.robots import RobotRules
 from mailbot.mail.subject import SubjectInfo
 from mailbot.store.models import OutboxMail
 
@@ -54,15 +55,15 @@ def dossier_view(dossier) -> SimpleNamespace | None:
                            organisation=dossier.organisation)
 
 
-def client_language(u: Understanding) -> str | None:
+def client_language(u: Understanding, words: LanguageWords) -> str | None:
     form = u.change.form if u.change else None
-    return pick_language(form.language if form else None, u.subject.language, body_language(u.mail.body_text),
+    return pick_language(form.language if form else None, u.subject.language, body_language(u.mail.body_text, words),
                          u.dossier.language if u.dossier else None)
 
 
 def plan_for_mail(session: Session, u: Understanding, raw: bytes, msg_pk: int, at: dt.datetime,
                   settings: Settings, renderer: Renderer, form_rules: FormRules,
-                  document_rules: DocumentRules) -> list[Draft | Silence]:
+                  document_rules: DocumentRules, robot_rules: RobotRules, words: LanguageWords) -> list[Draft | Silence]:
     """The drafts (or the silences) for one processed mail."""
     mail, dossier = u.mail, u.dossier
     if u.kind in ("bounce", "auto_reply"):
@@ -74,7 +75,7 @@ def plan_for_mail(session: Session, u: Understanding, raw: bytes, msg_pk: int, a
             return [Silence(f"unrelated: {u.kind_reason}")]
         return [Silence("unrelated: in no dossier"),
                 _needs_human(u, msg_pk, at, settings, renderer, "a mail outside any dossier")]
-    if reason := no_answer_reason(mail, raw, settings):
+    if reason := no_answer_reason(mail, raw, settings, robot_rules):
         return [Silence(reason)]
     # linked before this mail: a stranger's order form that names the stranger as a contact
     # links them while the mail is applied, and must not earn them an answer at once
@@ -84,9 +85,9 @@ def plan_for_mail(session: Session, u: Understanding, raw: bytes, msg_pk: int, a
                 _needs_human(u, msg_pk, at, settings, renderer, f"{who} wrote; the bot tells strangers nothing")]
     if u.kind == "reply":
         return [Silence("a client's question in a dossier: a person answers")]
-    if reason := _echo(session, mail, at, document_rules):
+    if reason := _echo(session, mail, at, document_rules, robot_rules):
         return [Silence(reason)]
-    return _submission(u, msg_pk, at, settings, renderer, form_rules)
+    return _submission(u, msg_pk, at, settings, renderer, form_rules, words)
 
 
 MAX_THREAD_IDS = 50  # of References, the newest: a hostile mail may name thousands
@@ -105,19 +106,20 @@ def replied_answer(session: Session, mail: ParsedMail) -> OutboxMail | None:
     return max([r for r in rows if r.message_id in direct] or rows, key=lambda r: r.id)
 
 
-def _echo(session: Session, mail: ParsedMail, at: dt.datetime, document_rules: DocumentRules) -> str | None:
+def _echo(session: Session, mail: ParsedMail, at: dt.datetime, document_rules: DocumentRules,
+          robot_rules: RobotRules) -> str | None:
     """Why a reply to one of the bot's own answers is not answered again (policy.echo_reason)."""
     answer = replied_answer(session, mail)
     if answer is None:
         return None
     seconds = (at - (answer.sent_at or answer.created_at)).total_seconds()
-    return echo_reason(mail, answer.purpose, seconds, document_rules)
+    return echo_reason(mail, answer.purpose, seconds, document_rules, robot_rules)
 
 
 def _submission(u: Understanding, msg_pk: int, at: dt.datetime, settings: Settings,
-                renderer: Renderer, form_rules: FormRules) -> list[Draft | Silence]:
+                renderer: Renderer, form_rules: FormRules, words: LanguageWords) -> list[Draft | Silence]:
     dossier, change = u.dossier, u.change
-    language = client_language(u)
+    language = client_language(u, words)
     base: dict[str, Any] = {"dossier": dossier_view(dossier), "now": _now(at)}
     out: list[Draft | Silence] = []
 

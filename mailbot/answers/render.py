@@ -1,4 +1,6 @@
-"""Render a purpose's texts from the Jinja2 templates in templates/ (staff edit those files).
+"""Render a purpose's texts from the Jinja2 templates shipped in mailbot/templates/; a template
+of the same name in the folder [files] templates names replaces the shipped one (staff edit
+those files).
 
 `<purpose>.<language>.txt` starts with a `Subject:` line; `<purpose>.<language>.html` is the
 HTML alternative. A client whose language is unsure gets French and Dutch in one mail.
@@ -11,15 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    PackageLoader,
+    StrictUndefined,
+    TemplateError,
+    select_autoescape,
+)
 
 from mailbot.errors import MailbotError
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
-
 
 class TemplateProblem(MailbotError):
-    """A template is missing or fails to render; staff must fix templates/."""
+    """A template is missing or fails to render; staff must fix the templates."""
 
 
 @dataclass(frozen=True)
@@ -31,8 +40,12 @@ class Rendered:
 
 
 class Renderer:
-    def __init__(self, folder: Path = TEMPLATES) -> None:
-        self.env = Environment(loader=FileSystemLoader(str(folder)), autoescape=select_autoescape(["html"]),
+    def __init__(self, folder: Path | None) -> None:
+        """`folder`: staff's templates, each replacing the shipped one of its name; None: the
+        shipped templates only."""
+        shipped = PackageLoader("mailbot", "templates")
+        loader: BaseLoader = ChoiceLoader([FileSystemLoader(str(folder)), shipped]) if folder is not None else shipped
+        self.env = Environment(loader=loader, autoescape=select_autoescape(["html"]),
                                trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined)
 
     def _one(self, purpose: str, language: str, context: dict[str, Any]) -> Rendered:

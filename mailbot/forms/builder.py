@@ -1,6 +1,6 @@
 """Fill the reference order form with values: the sample data, the tests and the demo use it.
 
-The reference workbooks (data/reference/) are the contract; filling them by label, as a
+The reference workbooks (mailbot/reference/) are the contract; filling them by label, as a
 client would in Excel, keeps every sample faithful to the real layout.
 """
 
@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import openpyxl
 
-from mailbot.forms.rules import FormRules, default_rules, label_key
-
-REFERENCE = Path(__file__).resolve().parents[2] / "data" / "reference"
+from mailbot.forms.rules import FormRules, label_key
+from mailbot.resources import REFERENCE
 REFERENCE_FILES = {
     "fr": REFERENCE / "Bon de commande_WL_M1036_FR_V2.2.xlsx",
     "nl": REFERENCE / "Bestelbon_WL_M1036_NL_V2.2.xlsx",
@@ -73,19 +71,19 @@ def fill_form(
     language: str,
     values: Mapping[str, Any],
     *,
-    rules: FormRules | None = None,
+    rules: FormRules,
     insert_rows: Mapping[int, int] | None = None,
     relabel: Callable[[str], str] | None = None,
     delete_fields: tuple[str, ...] = (),
     title: str | None = None,
 ) -> bytes:
-    """The reference form of `language` with `values` typed next to their labels.
+    """The reference form of `language` with `values` typed next to the labels `rules` give.
 
     `insert_rows` {row: count} inserts blank rows first (as clients do), `relabel` rewrites
     each label cell, `delete_fields` removes those fields' rows, `title` replaces the title.
     """
-    rules = rules or default_rules()
-    book = openpyxl.load_workbook(REFERENCE_FILES[language])
+    with REFERENCE_FILES[language].open("rb") as file:
+        book = openpyxl.load_workbook(file)
     sheet = book.worksheets[0]
     for row, count in sorted((insert_rows or {}).items(), reverse=True):
         sheet.insert_rows(row, count)

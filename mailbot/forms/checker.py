@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mailbot.errors import FormError
-from mailbot.forms.rules import CrossRule, FieldRule, FormRules, default_rules, label_key
+from mailbot.forms.rules import CrossRule, FieldRule, FormRules, label_key
 from mailbot.forms.values import CHECKS, InvalidValue, clean_text
 from mailbot.forms.workbook import SheetContent, read_form
 
@@ -48,9 +48,8 @@ class FormCheck:
         return data
 
 
-def check_form(source: Path | str | bytes, name: str | None = None, rules: FormRules | None = None) -> FormCheck:
-    """Check one order form given as a path or as the bytes of the file."""
-    rules = rules or default_rules()
+def check_form(source: Path | str | bytes, name: str | None = None, *, rules: FormRules) -> FormCheck:
+    """Check one order form given as a path or as the bytes of the file, by `rules` (load_rules)."""
     if isinstance(source, bytes):
         data, name = source, name or "attachment.xlsx"
     else:

@@ -1,4 +1,4 @@
-"""The order form's rules (rules/order_form.toml) as typed, validated data."""
+"""The order form's rules (mailbot/rules/order_form.toml, or [files] form_rules) as typed, validated data."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from mailbot.errors import RulesError
+from mailbot.resources import rules_file
 from mailbot.forms.values import CHECK_PARAMS, CHECKS
 from mailbot.tomlfile import load_toml
 from mailbot.tomlfile import require as _require
 
 LANGUAGES = ("fr", "nl")
-DEFAULT_RULES = Path(__file__).resolve().parents[2] / "rules" / "order_form.toml"
+DEFAULT_RULES = rules_file("order_form.toml")
 _CODES = ("missing", "missing_row", "invalid", "inconsistent")
 
 _DASHES = re.compile(r"[\u2010-\u2015\u2212\-]+")
@@ -198,9 +199,5 @@ def _parse_rules(data: dict[str, Any]) -> FormRules:
 
 
 def load_rules(path: Path | str | None = None) -> FormRules:
+    """The rules in `path`; None: the rules shipped with mailbot."""
     return load_toml(path, DEFAULT_RULES, parse_rules)
-
-
-@lru_cache(maxsize=4)
-def default_rules() -> FormRules:
-    return load_rules(DEFAULT_RULES)

@@ -12,15 +12,16 @@ import io
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from functools import lru_cache
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from mailbot.errors import RulesError
 from mailbot.forms import FormCheck, FormRules, check_form
 from mailbot.mail.model import Attachment, ParsedMail
+from mailbot.resources import rules_file
 from mailbot.tomlfile import read_toml
 
-DEFAULT_RULES = Path(__file__).resolve().parents[2] / "rules" / "documents.toml"
+DEFAULT_RULES = rules_file("documents.toml")
 KINDS = ("order_form", "convention", "signed_order_form", "id_copy")
 
 
@@ -38,13 +39,14 @@ class DocumentRules:
 
 
 def load_document_rules(path: Path | str | None = None) -> DocumentRules:
-    path = Path(path or DEFAULT_RULES)
-    data = read_toml(path, "rules file")
+    """The rules in `path`; None: the rules shipped with mailbot."""
+    source: Path | Traversable = Path(path) if path is not None else DEFAULT_RULES
+    data = read_toml(source, "rules file")
     try:
         names, text, limits = data["names"], data["text"], data["limits"]
         for key in ("order_form", "convention", "id_copy", "signed"):
             if not isinstance(names.get(key), list):
-                raise RulesError(f"{path}: [names] needs a list '{key}'")
+                raise RulesError(f"{source}: [names] needs a list '{key}'")
         return DocumentRules(
             names={k: tuple(fold(w) for w in v) for k, v in names.items()},
             text={k: tuple(fold(w) for w in v) for k, v in text.items()},
@@ -57,12 +59,7 @@ def load_document_rules(path: Path | str | None = None) -> DocumentRules:
             public_domains=frozenset(d.lower() for d in data.get("senders", {}).get("public_domains", [])),
         )
     except (KeyError, TypeError, ValueError, re.error) as exc:
-        raise RulesError(f"{path}: {exc.__class__.__name__}: {exc}") from exc
-
-
-@lru_cache(maxsize=4)
-def default_document_rules() -> DocumentRules:
-    return load_document_rules(DEFAULT_RULES)
+        raise RulesError(f"{source}: {exc.__class__.__name__}: {exc}") from exc
 
 
 def fold(text: str) -> str:
@@ -187,13 +184,12 @@ def _stem(att: Attachment) -> str:
     return fold(att.filename.rsplit(".", 1)[0] if "." in att.filename else att.filename)
 
 
-def read_documents(mail: ParsedMail, form_rules: FormRules, step: Step | None = None,
-                   inboxes: tuple[str, ...] = (), rules: DocumentRules | None = None,
+def read_documents(mail: ParsedMail, form_rules: FormRules, step: Step | None,
+                   inboxes: tuple[str, ...], rules: DocumentRules,
                    looked: Looked | None = None) -> Reading:
     """Classify each attachment; `inboxes` names where the mail was seen (worldline, bosa).
     `looked` keeps what the content said, across readings of the same mail."""
     looked = Looked() if looked is None else looked
-    rules = rules or default_document_rules()
     step = step or Step()
     documents: list[Document] = []
     ignored: list[tuple[int, str]] = []
@@ -281,8 +277,7 @@ def _by_step(unknown: list[tuple[int, str]], found: list[Document], step: Step, 
     return out
 
 
-def announces_form(mail: ParsedMail, rules: DocumentRules | None = None) -> bool:
+def announces_form(mail: ParsedMail, rules: DocumentRules) -> bool:
     """The body says the order form is attached ("ci-joint le bon de commande")."""
-    rules = rules or default_document_rules()
     body = fold(mail.body_text[:5000])
     return has_word(body, rules.attached) and has_word(body, rules.names["order_form"])

@@ -22,15 +22,15 @@ class Kind:
 
 
 def classify(mail: ParsedMail, raw: bytes | None, subject: SubjectInfo, reading: Reading, *,
-             staff_sender: bool, in_dossier: bool, announces_form: bool) -> Kind:
-    if reason := robots.bounce_reason(mail, raw):
+             staff_sender: bool, in_dossier: bool, announces_form: bool, rules: robots.RobotRules) -> Kind:
+    if reason := robots.bounce_reason(mail, raw, rules=rules):
         return Kind("bounce", reason)
-    if reason := robots.auto_reply_reason(mail):
+    if reason := robots.auto_reply_reason(mail, rules=rules):
         return Kind("auto_reply", reason)
     # a responder that sets no header: its canned text, in a reply with no attachment, no question;
     # never staff's ("votre demande a bien été enregistrée" from Worldline or BOSA is staff's reply)
     is_reply = subject.is_reply or bool(mail.in_reply_to or mail.references)
-    if not staff_sender and (reason := robots.automatic_text_reason(mail, is_reply=is_reply)):
+    if not staff_sender and (reason := robots.automatic_text_reason(mail, is_reply=is_reply, rules=rules)):
         return Kind("auto_reply", reason)
     if reading.documents:
         return Kind("submission", "carries " + ", ".join(reading.kinds))

@@ -5,7 +5,8 @@ Each detector returns None when it finds nothing, else the reason, naming the he
 rule ("Auto-Submitted: auto-replied", "List-Id present", "subject looks like an out-of-office
 (fr)"), so that every decision not to answer is recorded with its reason. Headers are read as
 their RFCs say; the words (subjects, address names, the canned texts of auto-responders that
-set no header, where a reply's quoted part starts) live in rules/robots.toml.
+set no header, where a reply's quoted part starts) live in mailbot/rules/robots.toml ([files]
+robot_rules replaces it); every detector is given them by its caller.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from email.utils import getaddresses
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,10 @@ from flufl.bounce import all_failures
 from mailbot.errors import RulesError
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.parse import mime_tree
+from mailbot.resources import rules_file
 from mailbot.tomlfile import load_toml
 
-DEFAULT_ROBOT_RULES = Path(__file__).resolve().parents[2] / "rules" / "robots.toml"
+DEFAULT_ROBOT_RULES = rules_file("robots.toml")
 # flufl.bounce runs ~40 regexes over every body line, some quadratic in the line's length
 # (Netscape's ".*<"): it reads only the start of suspicious mail, with lines cut short. The
 # explanation of a non-standard bounce comes first; the returned message follows it.
@@ -91,9 +92,8 @@ def _local_part(address: str) -> str:
 # ---------------------------------------------------------------- detectors
 
 def bounce_reason(mail: ParsedMail, raw: bytes | None = None, *,
-                  rules: RobotRules | None = None) -> str | None:
+                  rules: RobotRules) -> str | None:
     """A delivery status notification (a bounce)."""
-    rules = rules or default_robot_rules()
     content_type = mail.headers.get("content-type", "").lower()
     if mail.content_type == "multipart/report" and re.search(
             r"report-type\s*=\s*\"?delivery-status", content_type):
@@ -137,9 +137,8 @@ def _flufl_reason(raw: bytes) -> str | None:
     return None
 
 
-def auto_reply_reason(mail: ParsedMail, *, rules: RobotRules | None = None) -> str | None:
+def auto_reply_reason(mail: ParsedMail, *, rules: RobotRules) -> str | None:
     """An automatic reply or other program-generated mail (RFC 3834 and vendor headers)."""
-    rules = rules or default_robot_rules()
     h = mail.headers
     auto = h.get("auto-submitted", "").split(";")[0].strip().lower()
     if auto and auto != "no":
@@ -171,14 +170,13 @@ def auto_reply_reason(mail: ParsedMail, *, rules: RobotRules | None = None) -> s
     return None
 
 
-def automatic_text_reason(mail: ParsedMail, *, is_reply: bool, rules: RobotRules | None = None) -> str | None:
+def automatic_text_reason(mail: ParsedMail, *, is_reply: bool, rules: RobotRules) -> str | None:
     """A reply whose own text is an auto-responder's canned text (an out-of-office, an
     acknowledgement of receipt) from a responder that sets none of the headers above. Only a
     reply (`is_reply`: In-Reply-To, References or a reply prefix) that carries no attachment,
     whose own text is short, asks nothing and names no other address: a client who writes
     "je suis absente demain, merci de ...", "ma collègue x@y.be reprend le dossier", or sends a
     file is read as a client. The caller leaves staff out (mailbot/mail/kinds.py)."""
-    rules = rules or default_robot_rules()
     if not is_reply or mail.attachments:
         return None
     own = own_text(mail.body_text, rules=rules)
@@ -202,12 +200,11 @@ _REQUEST = re.compile(
     r"|(?:pouvez[- ]vous|pourriez[- ]vous|gelieve|kunt u|graag|please|bitte)(?!\w))")
 
 
-def own_text(body: str, *, rules: RobotRules | None = None) -> str:
+def own_text(body: str, *, rules: RobotRules) -> str:
     """What the sender wrote above the mail it quotes: the body up to the first line that starts
     a quote ("> ...", "-----Original Message-----", the "From:" of a quoted header block) or
     introduces one (ends with a colon and names the writing: "Le 1 mars 2027, X a écrit :",
     "Op 1 mrt. 2027 schreef X <x@y.be>:"), as [replies] in the rules say."""
-    rules = rules or default_robot_rules()
     lines = []
     for line in body[:OWN_TEXT_CHARS].split("\n"):
         key = _colons(fold(line))
@@ -231,9 +228,8 @@ def _names_another_address(text: str, mail: ParsedMail) -> bool:
     return any(a.casefold().strip(".") != sender for a in _ADDRESS.findall(text))
 
 
-def quick_reply(seconds: float, *, rules: RobotRules | None = None) -> bool:
+def quick_reply(seconds: float, *, rules: RobotRules) -> bool:
     """A reply this many seconds after the mail it answers came faster than a person writes."""
-    rules = rules or default_robot_rules()
     return seconds <= rules.automatic_within_seconds
 
 
@@ -254,9 +250,8 @@ def bulk_reason(mail: ParsedMail) -> str | None:
     return None
 
 
-def robot_address_reason(address: str, *, rules: RobotRules | None = None) -> str | None:
+def robot_address_reason(address: str, *, rules: RobotRules) -> str | None:
     """An address that belongs to a program: only the local part counts."""
-    rules = rules or default_robot_rules()
     local = _local_part(address.strip())
     if not local:
         return None
@@ -353,9 +348,5 @@ def _by_language(data: dict[str, Any], key: str) -> dict[str, tuple[str, ...]]:
 
 
 def load_robot_rules(path: Path | str | None = None) -> RobotRules:
+    """The rules in `path`; None: the rules shipped with mailbot."""
     return load_toml(path, DEFAULT_ROBOT_RULES, parse_robot_rules)
-
-
-@lru_cache(maxsize=4)
-def default_robot_rules() -> RobotRules:
-    return load_robot_rules(DEFAULT_ROBOT_RULES)

@@ -4,7 +4,8 @@ Clients write `BOSA M1036 - Bon de commande – <project>` (FR) or `BOSA M1036 -
 <project>` (NL), and then everything else: any dash or colon, any case, with or without
 accents, "M 1036", no "BOSA", reply and forward prefixes stacked by every mail client in
 Belgium (`RE :`, `TR:`, `Antw:`, `AW:`, `WG:`, `RE[2]:`) and gateway tags (`[EXTERNAL]`).
-The words, codes, prefixes and the reference pattern live in rules/subjects.toml.
+The words, codes, prefixes and the reference pattern live in mailbot/rules/subjects.toml
+([files] subject_rules replaces it).
 
 When is a subject part of the process (`SubjectInfo.is_process`)? It must name the order form
 (a keyword such as "Bon de commande"/"Bestelbon") AND either a framework code (M1036, ...) or
@@ -30,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from mailbot.errors import RulesError
+from mailbot.resources import rules_file
 from mailbot.tomlfile import load_toml, require
 
 LANGUAGES = ("fr", "nl")
-DEFAULT_SUBJECT_RULES = Path(__file__).resolve().parents[2] / "rules" / "subjects.toml"
+DEFAULT_SUBJECT_RULES = rules_file("subjects.toml")
 
 _DASHES = frozenset("-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2e3a\u2e3b\ufe58\ufe63\uff0d")
 # Characters trimmed around a project name: separators and quotes people put around it.
@@ -183,10 +185,9 @@ def _one_line(subject: str, max_length: int) -> str:
     return " ".join("".join(out).split())[:max_length].strip()
 
 
-def strip_prefixes(subject: str, rules: SubjectRules | None = None) -> tuple[str, bool, bool]:
+def strip_prefixes(subject: str, rules: SubjectRules) -> tuple[str, bool, bool]:
     """Remove leading reply/forward prefixes and gateway tags, however stacked.
     Returns (the rest, is_reply, is_forward)."""
-    rules = rules or default_subject_rules()
     folded, where = _fold(subject)
     reply_words = {_compact(w) for w in rules.reply_prefixes}
     is_reply = is_forward = False
@@ -207,9 +208,8 @@ def strip_prefixes(subject: str, rules: SubjectRules | None = None) -> tuple[str
 # ---------------------------------------------------------------- parsing
 
 
-def parse_subject(subject: str, rules: SubjectRules | None = None) -> SubjectInfo:
+def parse_subject(subject: str, rules: SubjectRules) -> SubjectInfo:
     """Read a subject line (already decoded from RFC 2047). Pure; never raises on any text."""
-    rules = rules or default_subject_rules()
     if not isinstance(subject, str):
         subject = "" if subject is None else str(subject)
     text = _one_line(subject, rules.max_length)
@@ -395,9 +395,5 @@ def _parse(data: dict[str, Any]) -> SubjectRules:
 
 
 def load_subject_rules(path: Path | str | None = None) -> SubjectRules:
+    """The rules in `path`; None: the rules shipped with mailbot."""
     return load_toml(path, DEFAULT_SUBJECT_RULES, parse_subject_rules)
-
-
-@lru_cache(maxsize=4)
-def default_subject_rules() -> SubjectRules:
-    return load_subject_rules(DEFAULT_SUBJECT_RULES)

@@ -1,18 +1,39 @@
-"""The embedded default: the bot's settings pointed at a local sandbox (mailbot run, demo)."""
+"""The embedded default: the bot's settings pointed at a local sandbox (mailbot run, demo), and
+the same configuration and database for every command started without --config."""
 
 from __future__ import annotations
 
 import os
 import tomllib
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from mailbot.config import ROOT, Settings, parse_settings
+from mailbot.config import Settings, parse_settings
+from mailbot.resources import SANDBOX_CONFIG
 from mailbot.transport.sandbox import Sandbox
 
-SANDBOX_CONFIG = ROOT / "data" / "sandbox.toml"
+
+def default_folder() -> Path:
+    """Where the sandbox keeps its mail and its database unless told otherwise: the user's state
+    folder ($XDG_STATE_HOME, else ~/.local/state), the same from any working directory."""
+    state = os.environ.get("XDG_STATE_HOME") or ""
+    base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
+    return base / "mailbot" / "sandbox"
 
 
-def sandbox_for(config: Path = SANDBOX_CONFIG, folder: Path | None = None) -> tuple[Sandbox, dict]:
+def sandbox_database(folder: Path) -> str:
+    return f"sqlite:///{Path(folder).resolve() / 'mailbot.sqlite'}"  # resolved as Sandbox resolves its folder
+
+
+def default_settings(folder: Path | None = None) -> Settings:
+    """The sandbox's configuration with the sandbox's database: what every command uses
+    without --config (no mail server is needed to read the database)."""
+    data = tomllib.loads(SANDBOX_CONFIG.read_text(encoding="utf-8"))
+    data["database"] = {"url": sandbox_database(folder or default_folder())}
+    return parse_settings(data, "the sandbox's configuration")
+
+
+def sandbox_for(config: Path | Traversable = SANDBOX_CONFIG, folder: Path | None = None) -> tuple[Sandbox, dict]:
     """A sandbox whose users receive the configuration's mailbox and staff addresses."""
     data = tomllib.loads(config.read_text(encoding="utf-8"))
     addresses = {}
@@ -20,7 +41,7 @@ def sandbox_for(config: Path = SANDBOX_CONFIG, folder: Path | None = None) -> tu
         addresses[box["address"]] = name
         for staff in box.get("staff", []):
             addresses[staff] = name  # staff mail lands in their team's box (a test convenience)
-    sandbox = Sandbox(folder or ROOT / "data" / "sandbox", addresses=addresses)
+    sandbox = Sandbox(folder or default_folder(), addresses=addresses)
     return sandbox, data
 
 
@@ -35,5 +56,5 @@ def sandbox_settings(sandbox: Sandbox, data: dict, database_url: str | None = No
         box["imap"] = {"host": sandbox.imap_host, "port": sandbox.imap_port, "user": user,
                        "security": "plain", "password_env": variable}
     data["smtp"] = {"host": sandbox.smtp_host, "port": sandbox.smtp_port, "security": "plain"}
-    data["database"] = {"url": database_url or f"sqlite:///{sandbox.folder / 'mailbot.sqlite'}"}
+    data["database"] = {"url": database_url or sandbox_database(sandbox.folder)}
     return parse_settings(data, "sandbox")

@@ -34,7 +34,6 @@ from imapclient import IMAPClient
 from mailbot.errors import SandboxError
 
 HOST = "127.0.0.1"
-DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "data" / "sandbox"
 # Dovecot refuses to run its login process as root, so as root every server process runs as
 # "nobody" and owns the files it must write.
 NOBODY = 65534
@@ -561,7 +560,7 @@ class Sandbox:
     users (created as needed). Passwords are generated once and kept in credentials.json (0600).
     """
 
-    def __init__(self, folder: str | os.PathLike = DEFAULT_FOLDER, addresses: Mapping[str, str] | None = None,
+    def __init__(self, folder: str | os.PathLike, addresses: Mapping[str, str] | None = None,
                  smtp_auth: tuple[str, str] | None = None, use_pymap: bool | None = None,
                  imap_port: int | None = None, smtp_port: int | None = None) -> None:
         self.folder = Path(folder).resolve()
