@@ -84,18 +84,14 @@ class Daemon:
         while the database files the ones before it; how many were committed. At a stop, the
         mail in hand is finished and the rest left for the next start."""
         # A mail alone is read in-process, at once; a batch goes ahead to the reader process.
+        # Reads no longer needed (at a stop) run to their end: stopping a reader costs more.
         futures = [self.readers.submit(raw) for raw, _ in items] if len(items) > 1 else [None]
-        try:
-            for n, ((raw, seen), future) in enumerate(zip(items, futures)):
-                if self.stop.is_set():
-                    return n
-                if not await self._process_one(raw, seen, await self.readers.result(future, raw)):
-                    return n
-            return len(items)
-        finally:
-            for future in futures:
-                if future is not None:
-                    future.cancel()
+        for n, ((raw, seen), future) in enumerate(zip(items, futures)):
+            if self.stop.is_set():
+                return n
+            if not await self._process_one(raw, seen, await self.readers.result(future, raw)):
+                return n
+        return len(items)
 
     async def _process_one(self, raw: bytes, seen: Seen, read: Read | str | None) -> bool:
         """Run the pipeline, retrying a failing mail until it is quarantined; True once committed."""
