@@ -28,13 +28,9 @@ from mailbot.jobs import run_digest, run_sweep
 from mailbot.pipeline import Context, Seen, handle
 from mailbot.readers import Read, Readers
 from mailbot.store.db import open_database
+from mailbot.store.folders import FolderStateStore
 from mailbot.store.models import FolderState, OutboxMail
-from mailbot.transport.imap import (
-    CONNECTION_ERRORS,
-    FolderStateStore,
-    FolderWatcher,
-    SentFolder,
-)
+from mailbot.transport.imap import CONNECTION_ERRORS, FolderWatcher, SentFolder
 from mailbot.transport.smtp import OutboxSender
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
