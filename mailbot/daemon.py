@@ -22,14 +22,14 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from mailbot.answers.outbox import Draft, enqueue
 from mailbot.config import Settings
 from mailbot.jobs import run_digest, run_sweep
+from mailbot.outbox import Draft, enqueue, written_since
 from mailbot.pipeline import Context, Seen, handle
 from mailbot.readers import Read, Readers
 from mailbot.store.db import open_database
 from mailbot.store.folders import FolderStateStore
-from mailbot.store.models import FolderState, OutboxMail
+from mailbot.store.models import FolderState
 from mailbot.transport.imap import CONNECTION_ERRORS, FolderWatcher, SentFolder
 from mailbot.transport.smtp import OutboxSender
 
@@ -174,8 +174,7 @@ class Daemon:
     def _digest_sent_today(self, now: dt.datetime) -> bool:
         start = dt.datetime.combine(now.date(), dt.time(0), BRUSSELS)
         with Session(self.engine) as session:
-            return session.exec(select(OutboxMail.id).where(OutboxMail.purpose == "digest",
-                                                            OutboxMail.created_at >= start)).first() is not None
+            return written_since(session, "digest", start)
 
     async def watchdog(self) -> None:
         limit = dt.timedelta(minutes=self.settings.daemon.watchdog_minutes)

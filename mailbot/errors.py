@@ -49,3 +49,7 @@ class StoreError(MailbotError):
 
 class SandboxError(MailbotError):
     """A local sandbox server (Dovecot, pymap, the SMTP sink) cannot be started or used."""
+
+
+class OutboxStateError(MailbotError):
+    """A state change the outbox's state machine does not allow (mailbot/outbox.py): a bug."""

@@ -35,11 +35,10 @@ from dataclasses import dataclass, field
 import aiosmtplib
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 from aiosmtplib.typing import Default, SMTPStatus
-from sqlalchemy import or_, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, col, select
 
 from mailbot.config import Daemon, Smtp
+from mailbot.outbox import OutboxState, claim, copy_added, in_state, mark_handed, move, owing_copies
 from mailbot.store.models import OutboxMail
 from mailbot.transport.compose import compose
 
@@ -126,7 +125,7 @@ class OutboxSender:
                         await self.recover()
                         recovered = True
                     self.wake.clear()  # before the look: news from now on ends the wait below
-                    row = await self.run_db(self._claim)
+                    row = await self.run_db(claim, self.engine, self.clock())
                     if row is not None:
                         await self.send(row)
                     elif not await self.copy_owed():
@@ -191,7 +190,7 @@ class OutboxSender:
         loop = asyncio.get_running_loop()
         if self.sent_copy is None or loop.time() < self._copies_due:
             return False
-        rows = await self.run_db(self._owing)
+        rows = await self.run_db(owing_copies, self.engine)
         if not rows:
             self._copies_due, self._copy_tries = math.inf, 0  # until a copy fails again
             return False
@@ -205,7 +204,7 @@ class OutboxSender:
                 if isinstance(exc, OSError) or failed >= 3:
                     break  # the server is away: the next round, not the next copy
                 continue  # this copy refused (too large, quota): the others need not wait behind it
-            await self.run_db(self._copied, row.id)
+            await self.run_db(copy_added, self.engine, row.id)
             self._idle_since = loop.time()  # the sent folder's connection is closed when idle
             log.info("sent copy added late", extra={"message_id": row.message_id})
             if self.wake.is_set() or self.stop.is_set():
@@ -222,21 +221,24 @@ class OutboxSender:
         due = asyncio.get_running_loop().time() + min(2 ** (self._copy_tries + 1), self.daemon.send_retry_max_seconds)
         self._copies_due = min(self._copies_due, due)
 
+    async def _move(self, row_id: int, target: OutboxState, error: str, **changes) -> None:
+        await self.run_db(move, self.engine, row_id, target, error, self.clock(), **changes)
+
     async def recover(self) -> None:
-        """Mails caught mid-send by a crash: "sending" ones never reached the server and are sent
-        again (unless the sent folder has them); "handed" ones count as sent."""
-        for row in await self.run_db(self._in_state, "sending"):
+        """Mails caught mid-send by a crash: SENDING ones never reached the server and are sent
+        again (unless the sent folder has them); HANDED ones count as sent."""
+        for row in await self.run_db(in_state, self.engine, OutboxState.SENDING):
             found = await self.sent_check(row.message_id) if self.sent_check else None
             if found:
-                await self.run_db(self._mark, row.id, "sent", "found in the sent folder after a restart")
+                await self._move(row.id, OutboxState.SENT, "found in the sent folder after a restart")
             else:
                 why = "not in the sent folder after a restart" if found is False else "sent folder not checked"
-                await self.run_db(self._mark, row.id, "pending", why)
-        for row in await self.run_db(self._in_state, "handed"):
+                await self._move(row.id, OutboxState.PENDING, why)
+        for row in await self.run_db(in_state, self.engine, OutboxState.HANDED):
             found = await self.sent_check(row.message_id) if self.sent_check else None
             if found is False and self.cfg.saves_to_sent:
                 # The server keeps a copy of every mail it takes: this one it did not take.
-                await self.run_db(self._mark, row.id, "pending", "handed over, but not in the sent folder")
+                await self._move(row.id, OutboxState.PENDING, "handed over, but not in the sent folder")
                 continue
             owed = found is None and self.sent_copy is not None and not self.cfg.saves_to_sent  # looked up later
             if found is False and self.sent_copy:
@@ -245,12 +247,12 @@ class OutboxSender:
                 except Exception as exc:  # noqa: BLE001 - the copy is for people; the mail went
                     self._copy_failed(row, exc)
                     owed = True
-            await self.run_db(self._mark, row.id, "sent", "handed to the server before a restart: counted as sent",
-                              copy_owed=owed)
+            await self._move(row.id, OutboxState.SENT, "handed to the server before a restart: counted as sent",
+                             copy_owed=owed)
         self._idle_since = asyncio.get_running_loop().time()  # the sent folder's connection, if opened
 
     async def send(self, row: OutboxMail) -> None:
-        """Send one mail, claimed ("sending") by `_claim`."""
+        """Send one mail, claimed (SENDING) by `claim`."""
         message = compose(row)
         try:
             for _ in range(2):
@@ -283,8 +285,8 @@ class OutboxSender:
                         # No answer to the dot: the server may have the mail, and twice is what
                         # must never happen. Counted as sent; its copy is looked up, then added.
                         owed = self.sent_copy is not None and not self.cfg.saves_to_sent
-                        await self.run_db(self._mark, row.id, "sent", f"no answer after the final dot: counted as sent "
-                                          f"({type(exc).__name__})", copy_owed=owed)
+                        await self._move(row.id, OutboxState.SENT, f"no answer after the final dot: counted as sent "
+                                         f"({type(exc).__name__})", copy_owed=owed)
                         if owed:
                             self._copy_failed(row, exc)
                         return
@@ -294,24 +296,25 @@ class OutboxSender:
             self._idle_since = asyncio.get_running_loop().time()
         owed = False
         if self.sent_copy and not self.cfg.saves_to_sent:
-            # The copy first: after a crash here the mail is still "handed", and recovery finds
+            # The copy first: after a crash here the mail is still HANDED, and recovery finds
             # its copy rather than adding a second one.
             try:
                 await self.sent_copy(row.message_id, message.as_bytes())
             except Exception as exc:  # noqa: BLE001 - the mail did go; only the copy is missing, owed
                 self._copy_failed(row, exc)
                 owed = True
-        await self.run_db(self._mark, row.id, "sent", "", copy_owed=owed)
+        await self._move(row.id, OutboxState.SENT, "", copy_owed=owed)
         log.info("sent", extra={"purpose": row.purpose, "message_id": row.message_id})
 
     async def _failed(self, row: OutboxMail, reason: str, permanent: bool) -> None:
         attempts = row.attempts + 1
         if permanent:
-            await self.run_db(self._mark, row.id, "failed", reason, attempts)
+            await self._move(row.id, OutboxState.FAILED, reason, attempts=attempts)
             log.warning("refused", extra={"purpose": row.purpose, "message_id": row.message_id, "reason": reason})
             return
         delay = min(2 ** attempts, self.daemon.send_retry_max_seconds)
-        await self.run_db(self._mark, row.id, "pending", reason, attempts, self.clock() + dt.timedelta(seconds=delay))
+        await self._move(row.id, OutboxState.PENDING, reason, attempts=attempts,
+                         not_before=self.clock() + dt.timedelta(seconds=delay))
         log.info("retry later", extra={"message_id": row.message_id, "reason": reason, "in_seconds": delay})
 
     @contextlib.asynccontextmanager
@@ -336,7 +339,7 @@ class OutboxSender:
             release.set()
 
     def _hand_over(self, row_id: int, write_dot: Callable[[], None]) -> None:
-        """Commit "handed", then write the final dot at once (on the event loop, the database
+        """Commit HANDED, then write the final dot at once (on the event loop, the database
         thread held): nothing but the end of the commit call comes between the two -- not even
         SQLite's automatic checkpoint (milliseconds of fsync), left to the next commit."""
         with self.engine.connect() as connection:
@@ -345,52 +348,9 @@ class OutboxSender:
                 pages = int(connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar())
                 connection.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
             try:
-                connection.execute(update(OutboxMail).where(OutboxMail.id == row_id)
-                                   .values(state="handed", last_error="", not_before=None))
+                mark_handed(connection, row_id)
                 connection.commit()
                 write_dot()
             finally:
                 if sqlite:
                     connection.exec_driver_sql(f"PRAGMA wal_autocheckpoint={pages}")
-
-    # --- database side (run in the daemon's database thread) ---------------------------------
-
-    def _claim(self) -> OutboxMail | None:
-        """The next mail due, marked "sending" -- in one call: during a backlog each call waits
-        behind a mail of the pipeline on the database thread."""
-        now = self.clock()
-        with Session(self.engine, expire_on_commit=False) as session:
-            row = session.exec(select(OutboxMail).where(OutboxMail.state == "pending",
-                                                        or_(col(OutboxMail.not_before).is_(None),
-                                                            OutboxMail.not_before <= now))
-                               .order_by(OutboxMail.id).limit(1)).first()  # LIMIT: .first() alone loads every row
-            if row is not None:
-                row.state, row.last_error, row.not_before = "sending", "", None
-                session.add(row)
-                session.commit()
-            return row
-
-    def _owing(self) -> list[OutboxMail]:
-        with Session(self.engine, expire_on_commit=False) as session:
-            return list(session.exec(select(OutboxMail).where(OutboxMail.copy_owed == True)
-                                     .order_by(OutboxMail.id).limit(20)))
-
-    def _copied(self, row_id: int) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(update(OutboxMail).where(OutboxMail.id == row_id).values(copy_owed=False))
-
-    def _in_state(self, state: str) -> list[OutboxMail]:
-        with Session(self.engine, expire_on_commit=False) as session:
-            return list(session.exec(select(OutboxMail).where(OutboxMail.state == state).order_by(OutboxMail.id)))
-
-    def _mark(self, row_id: int, state: str, error: str, attempts: int | None = None,
-              not_before: dt.datetime | None = None, copy_owed: bool = False) -> None:
-        with Session(self.engine) as session:
-            row = session.get(OutboxMail, row_id)
-            row.state, row.last_error, row.not_before, row.copy_owed = state, error, not_before, copy_owed
-            if attempts is not None:
-                row.attempts = attempts
-            if state == "sent":
-                row.sent_at = self.clock()
-            session.add(row)
-            session.commit()
