@@ -30,7 +30,8 @@ from mailbot.readers import Read, Readers
 from mailbot.store.db import open_database
 from mailbot.store.folders import FolderStateStore
 from mailbot.store.models import FolderState
-from mailbot.transport.imap import CONNECTION_ERRORS, FolderWatcher, SentFolder
+from mailbot.transport.imap import FolderWatcher, ImapSentFolder
+from mailbot.transport.sent import Filing, NullSentFolder, SentFolder
 from mailbot.transport.smtp import OutboxSender
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -63,12 +64,9 @@ class Daemon:
         self.passwords = {name: box.imap.password(f"mailboxes.{name}.imap")
                           for name, box in self.settings.mailboxes.items() if box.imap}
         self.sent_folder = self._sent_folder()
-        smtp, has_sent = self.settings.smtp, self.sent_folder is not None
+        smtp = self.settings.smtp
         self.sender = OutboxSender(self.engine, self.run_db, smtp, smtp.password("smtp") if smtp.user else None,
-                                   self.settings.daemon, self.clock, self.stop,
-                                   sent_check=self._sent_check if has_sent else None,
-                                   sent_copy=self._sent_copy if has_sent else None,
-                                   sent_close=self._sent_close if has_sent else None)
+                                   self.settings.daemon, self.clock, self.stop, sent=self.sent_folder)
 
     async def run_db(self, fn: Callable, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self.db, functools.partial(fn, *args, **kwargs))
@@ -118,25 +116,16 @@ class Daemon:
 
     # --- the sent folder, for the outbox sender -----------------------------------------------
 
-    def _sent_folder(self) -> SentFolder | None:
-        """One connection for all the sender's look-ups and copies (a login per mail was most of
-        the cost of sending)."""
+    def _sent_folder(self) -> SentFolder:
+        """The answering mailbox's sent folder, with one connection for all the sender's look-ups
+        and copies (a login per mail was most of the cost of sending)."""
         name = self.settings.answers.from_mailbox
         box = self.settings.mailboxes[name]
-        return SentFolder(box.imap, self.passwords[name], box.imap.sent,
-                          self.settings.daemon.imap_timeout_seconds) if box.imap else None
-
-    async def _sent_check(self, message_id: str) -> bool | None:
-        try:
-            return await asyncio.to_thread(self.sent_folder.has_message_id, message_id)
-        except CONNECTION_ERRORS:  # unknown: the caller sends again only when sure it is absent
-            return None
-
-    async def _sent_copy(self, message_id: str, raw: bytes, look_first: bool = False) -> None:
-        await asyncio.to_thread(self.sent_folder.copy, message_id, raw, look_first)
-
-    async def _sent_close(self) -> None:
-        await asyncio.to_thread(self.sent_folder.close)
+        if box.imap is None:
+            return NullSentFolder()
+        filing = Filing.SERVER if self.settings.smtp.saves_to_sent else Filing.BOT
+        return ImapSentFolder(box.imap, self.passwords[name], box.imap.sent, filing,
+                              self.settings.daemon.imap_timeout_seconds)
 
     # --- scheduled work -----------------------------------------------------------------------
 
@@ -256,8 +245,7 @@ class Daemon:
         if scheduler is not None:
             scheduler.shutdown(wait=False)
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self.sent_folder is not None:
-            await self._sent_close()  # the sender closes it too, unless it died
+        await self.sent_folder.close()  # the sender closes it too, unless it died
         self.db.shutdown(wait=True)
         self.readers.close()
         self.engine.dispose()
