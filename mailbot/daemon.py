@@ -78,7 +78,8 @@ class Daemon:
         while the database files the ones before it; how many were committed. At a stop, the
         mail in hand is finished and the rest left for the next start."""
         # A mail alone is read in-process, at once; a batch goes ahead to the reader process.
-        # Reads no longer needed (at a stop) run to their end: stopping a reader costs more.
+        # Reads no longer needed (at a stop, or once a mail was not taken) run to their end:
+        # stopping a reader that began one would cost a new process.
         futures = [self.readers.submit(raw) for raw, _ in items] if len(items) > 1 else [None]
         for n, ((raw, seen), future) in enumerate(zip(items, futures)):
             if self.stop.is_set():
