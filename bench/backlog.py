@@ -39,13 +39,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sqlmodel import Session, col, func, select  # noqa: E402
+from sqlmodel import Session, func, select  # noqa: E402
 
 from _world import (BOSA, WL, WL_STAFF, BenchWorld, FormFactory, children, client_address, cpu_seconds,  # noqa: E402
                     dovecot_version, group_cpu_seconds, machine, project_name, readers_rss, vm_status, wait_until)
+from mailbot import outbox  # noqa: E402
 from mailbot.mail.parse import parse_mail  # noqa: E402
 from mailbot.season import XLSX, Mail, brussels, jpeg_bytes, pdf_bytes, scan_pdf  # noqa: E402
-from mailbot.store.models import FolderState, Message, OutboxMail  # noqa: E402
+from mailbot.store.models import FolderState, Message  # noqa: E402
 
 START = brussels(2027, 2, 1, 8)
 
@@ -279,17 +280,16 @@ def main() -> int:
         sampler.join()
         with Session(engine) as session:
             messages = session.exec(select(func.count()).select_from(Message)).one()
-            states = dict(session.exec(select(OutboxMail.state, func.count()).group_by(OutboxMail.state)).all())
+            states = outbox.counts(session)
 
         def unsent() -> int:
             with Session(engine) as session:
-                return session.exec(select(func.count()).select_from(OutboxMail).where(
-                    col(OutboxMail.state).in_(("pending", "sending", "handed")))).one()
+                return outbox.unsent_count(session)
 
         emptied = wait_until(lambda: proc.poll() is not None or unsent() == 0, args.outbox_timeout, 0.5)
         outbox_wait = time.perf_counter() - drained_at if emptied and proc.poll() is None else None
         with Session(engine) as session:
-            sent = session.exec(select(func.count()).select_from(OutboxMail).where(OutboxMail.state == "sent")).one()
+            sent = outbox.counts(session).get(outbox.OutboxState.SENT, 0)
         status = world.stop_daemon()
         if status != 0:
             print(f"daemon exit status {status}:\n{world.daemon_tail()}")

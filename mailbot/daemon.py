@@ -22,19 +22,16 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from mailbot.answers.outbox import Draft, enqueue
 from mailbot.config import Settings
 from mailbot.jobs import run_digest, run_sweep
+from mailbot.outbox import Draft, enqueue, written_since
 from mailbot.pipeline import Context, Seen, handle
 from mailbot.readers import Read, Readers
 from mailbot.store.db import open_database
-from mailbot.store.models import FolderState, OutboxMail
-from mailbot.transport.imap import (
-    CONNECTION_ERRORS,
-    FolderStateStore,
-    FolderWatcher,
-    SentFolder,
-)
+from mailbot.store.folders import FolderStateStore
+from mailbot.store.models import FolderState
+from mailbot.transport.imap import FolderWatcher, ImapSentFolder
+from mailbot.transport.sent import Filing, NullSentFolder, SentFolder
 from mailbot.transport.smtp import OutboxSender
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -67,12 +64,9 @@ class Daemon:
         self.passwords = {name: box.imap.password(f"mailboxes.{name}.imap")
                           for name, box in self.settings.mailboxes.items() if box.imap}
         self.sent_folder = self._sent_folder()
-        smtp, has_sent = self.settings.smtp, self.sent_folder is not None
+        smtp = self.settings.smtp
         self.sender = OutboxSender(self.engine, self.run_db, smtp, smtp.password("smtp") if smtp.user else None,
-                                   self.settings.daemon, self.clock, self.stop,
-                                   sent_check=self._sent_check if has_sent else None,
-                                   sent_copy=self._sent_copy if has_sent else None,
-                                   sent_close=self._sent_close if has_sent else None)
+                                   self.settings.daemon, self.clock, self.stop, sent=self.sent_folder)
 
     async def run_db(self, fn: Callable, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self.db, functools.partial(fn, *args, **kwargs))
@@ -84,18 +78,15 @@ class Daemon:
         while the database files the ones before it; how many were committed. At a stop, the
         mail in hand is finished and the rest left for the next start."""
         # A mail alone is read in-process, at once; a batch goes ahead to the reader process.
+        # Reads no longer needed (at a stop, or once a mail was not taken) run to their end:
+        # stopping a reader that began one would cost a new process.
         futures = [self.readers.submit(raw) for raw, _ in items] if len(items) > 1 else [None]
-        try:
-            for n, ((raw, seen), future) in enumerate(zip(items, futures)):
-                if self.stop.is_set():
-                    return n
-                if not await self._process_one(raw, seen, await self.readers.result(future, raw)):
-                    return n
-            return len(items)
-        finally:
-            for future in futures:
-                if future is not None:
-                    future.cancel()
+        for n, ((raw, seen), future) in enumerate(zip(items, futures)):
+            if self.stop.is_set():
+                return n
+            if not await self._process_one(raw, seen, await self.readers.result(future, raw)):
+                return n
+        return len(items)
 
     async def _process_one(self, raw: bytes, seen: Seen, read: Read | str | None) -> bool:
         """Run the pipeline, retrying a failing mail until it is quarantined; True once committed."""
@@ -126,25 +117,16 @@ class Daemon:
 
     # --- the sent folder, for the outbox sender -----------------------------------------------
 
-    def _sent_folder(self) -> SentFolder | None:
-        """One connection for all the sender's look-ups and copies (a login per mail was most of
-        the cost of sending)."""
+    def _sent_folder(self) -> SentFolder:
+        """The answering mailbox's sent folder, with one connection for all the sender's look-ups
+        and copies (a login per mail was most of the cost of sending)."""
         name = self.settings.answers.from_mailbox
         box = self.settings.mailboxes[name]
-        return SentFolder(box.imap, self.passwords[name], box.imap.sent,
-                          self.settings.daemon.imap_timeout_seconds) if box.imap else None
-
-    async def _sent_check(self, message_id: str) -> bool | None:
-        try:
-            return await asyncio.to_thread(self.sent_folder.has_message_id, message_id)
-        except CONNECTION_ERRORS:  # unknown: the caller sends again only when sure it is absent
-            return None
-
-    async def _sent_copy(self, message_id: str, raw: bytes, look_first: bool = False) -> None:
-        await asyncio.to_thread(self.sent_folder.copy, message_id, raw, look_first)
-
-    async def _sent_close(self) -> None:
-        await asyncio.to_thread(self.sent_folder.close)
+        if box.imap is None:
+            return NullSentFolder()
+        filing = Filing.SERVER if self.settings.smtp.saves_to_sent else Filing.BOT
+        return ImapSentFolder(box.imap, self.passwords[name], box.imap.sent, filing,
+                              self.settings.daemon.imap_timeout_seconds)
 
     # --- scheduled work -----------------------------------------------------------------------
 
@@ -182,8 +164,7 @@ class Daemon:
     def _digest_sent_today(self, now: dt.datetime) -> bool:
         start = dt.datetime.combine(now.date(), dt.time(0), BRUSSELS)
         with Session(self.engine) as session:
-            return session.exec(select(OutboxMail.id).where(OutboxMail.purpose == "digest",
-                                                            OutboxMail.created_at >= start)).first() is not None
+            return written_since(session, "digest", start)
 
     async def watchdog(self) -> None:
         limit = dt.timedelta(minutes=self.settings.daemon.watchdog_minutes)
@@ -265,8 +246,7 @@ class Daemon:
         if scheduler is not None:
             scheduler.shutdown(wait=False)
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self.sent_folder is not None:
-            await self._sent_close()  # the sender closes it too, unless it died
+        await self.sent_folder.close()  # the sender closes it too, unless it died
         self.db.shutdown(wait=True)
         self.readers.close()
         self.engine.dispose()

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, select
 
 from mailbot.daemon import Daemon
+from mailbot.outbox import unsent_count, written_after
 from mailbot.replay import job_times
 from mailbot.season import Mail, season
-from mailbot.store.models import Message, OutboxMail, Sighting
+from mailbot.store.models import Message, Sighting
 from mailbot.transport.local import sandbox_for, sandbox_settings
 from mailbot.transport.sandbox import imap_append
 
@@ -98,8 +99,7 @@ class Demo:
             with Session(self.daemon.engine) as s:
                 msg = s.exec(select(Message).where(Message.message_id == mid)).first() if mid else None
                 done = msg is not None and msg.status != "received"
-                pending = s.exec(select(func.count()).select_from(OutboxMail)
-                                 .where(col(OutboxMail.state).in_(["pending", "sending", "handed"]))).one()
+                pending = unsent_count(s)
                 if done and not pending:
                     places = sorted({f"{p.mailbox}/{p.folder}" for p in
                                      s.exec(select(Sighting).where(Sighting.message_pk == msg.id))})
@@ -125,13 +125,12 @@ class Demo:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             with Session(self.daemon.engine) as s:
-                if not s.exec(select(func.count()).select_from(OutboxMail)
-                              .where(col(OutboxMail.state).in_(["pending", "sending", "handed"]))).one():
+                if not unsent_count(s):
                     return
             time.sleep(0.05)
 
     def _show_sent(self, s: Session, quiet_digests: bool = False) -> None:
-        rows = s.exec(select(OutboxMail).where(OutboxMail.id > self.shown).order_by(OutboxMail.id)).all()
+        rows = written_after(s, self.shown)
         for row in rows:
             self.shown = row.id
             if quiet_digests and row.purpose == "digest":

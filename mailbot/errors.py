@@ -50,3 +50,54 @@ class StoreError(MailbotError):
 
 class SandboxError(MailbotError):
     """A local sandbox server (Dovecot, pymap, the SMTP sink) cannot be started or used."""
+
+
+class OutboxStateError(MailbotError):
+    """A state change the outbox's state machine does not allow (mailbot/outbox.py): a bug."""
+
+
+class TransportError(MailbotError):
+    """A mail server could not be reached or used. Raised only by mailbot/transport, which
+    translates the libraries' and the sockets' errors into these; the message names the host
+    and the step."""
+
+
+class ConnectionLost(TransportError):
+    """No connection to the server, or it broke (name, network, TLS, timeout, the server went
+    away or answered nonsense): the server is away, try again later."""
+
+
+class ImapError(TransportError):
+    """The IMAP server could not be reached or used."""
+
+
+class ImapConnectionLost(ImapError, ConnectionLost):
+    """No connection to the IMAP server, or it broke: reconnect and catch up."""
+
+
+class ImapLoginFailed(ImapError):
+    """The server refused the login."""
+
+
+class ImapCommandFailed(ImapError):
+    """The server refused a command (NO or BAD), e.g. an APPEND over quota."""
+
+
+class SmtpError(TransportError):
+    """The SMTP server did not take a mail; `code` is its reply code, when it gave one."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SmtpTemporary(SmtpError):
+    """Worth trying again later: a 4xx reply, or no reply at all."""
+
+
+class SmtpConnectionLost(SmtpTemporary, ConnectionLost):
+    """No connection to the SMTP server, or it broke."""
+
+
+class SmtpPermanent(SmtpError):
+    """A 5xx reply: the server will not take this mail, now or later."""

@@ -11,8 +11,8 @@ import datetime as dt
 from sqlmodel import Session
 
 from mailbot.answers.digest import digest_draft
-from mailbot.answers.outbox import enqueue
 from mailbot.answers.scheduled import alert_draft, reminder_drafts
+from mailbot.outbox import enqueue
 from mailbot.pipeline import Context
 from mailbot.sweep import sweep
 

@@ -21,7 +21,6 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from mailbot.answers.language import LanguageWords, load_language_words
-from mailbot.answers.outbox import Limits, enqueue
 from mailbot.answers.plan import Silence, plan_for_mail
 from mailbot.answers.render import Renderer
 from mailbot.calendar import BusinessCalendar, load_calendars
@@ -56,6 +55,7 @@ from mailbot.mail.subject import (
     load_subject_rules,
     parse_subject,
 )
+from mailbot.outbox import Limits, enqueue
 from mailbot.readers import Read
 from mailbot.store.models import AttachmentRecord, Decision, Dossier, Message, Sighting
 

@@ -17,10 +17,11 @@ import os
 import threading
 import time
 import types
-import weakref
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+
+from pebble import ProcessExpired, ProcessPool
 
 from mailbot.forms import FormRules
 from mailbot.mail.documents import DocumentRules, Looked, look_at
@@ -61,8 +62,8 @@ def _start(form_rules: FormRules, document_rules: DocumentRules, daemon: int) ->
 
 
 def _exit_with(parent: int) -> None:
-    """A worker holds both ends of its task queue, so it never sees its daemon go (kill -9, a
-    crash): it would wait for work forever, holding its memory. It leaves when adopted."""
+    """A worker may not see its daemon go (kill -9, a crash) while it works or waits: it would
+    hold its memory for nothing. It leaves when adopted."""
     while os.getppid() == parent:
         time.sleep(1.0)
     os._exit(0)
@@ -81,58 +82,64 @@ class Readers:
     idle (at rest the daemon has no worker: a mail alone is read in-process, at once -- live mail
     thus has no process of its own to crash in; a backlog has).
     `submit` a mail early, `result` when it is its turn. The workers get the daemon's rules as
-    loaded at its start (a rules file edited since, or half-written, cannot break them)."""
+    loaded at its start (a rules file edited since, or half-written, cannot break them).
+    pebble's pool replaces a worker that dies, and stops one that reads a mail longer than
+    READ_TIMEOUT_SECONDS: only that mail fails with it."""
 
     def __init__(self, form_rules: FormRules, document_rules: DocumentRules, workers: int) -> None:
         self.args = (form_rules, document_rules, os.getpid())
         self.workers = workers
-        self.pool: ProcessPoolExecutor | None = None
+        self.pool: ProcessPool | None = None
         self.last_used = 0.0
-        self._pool_of: weakref.WeakKeyDictionary[Future, ProcessPoolExecutor] = weakref.WeakKeyDictionary()
         self._alone = asyncio.Lock()
 
-    def _open(self) -> ProcessPoolExecutor:
-        # spawn: the daemon runs threads, which a forked child must not inherit.
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_start, initargs=self.args)
+    def _pool(self) -> ProcessPool:
+        """The pool, a new one if there is none or it broke (pebble gives up on a pool whose
+        workers all died at once)."""
+        if self.pool is not None and not self.pool.active:
+            self._retire(self.pool, finish=False)
+            self.pool = None
+        if self.pool is None:
+            # spawn: the daemon runs threads, which a forked child must not inherit.
+            self.pool = ProcessPool(self.workers, initializer=_start, initargs=self.args,
+                                    context=multiprocessing.get_context("spawn"))
         return self.pool
 
-    def _replace(self, broken: ProcessPoolExecutor | None, kill: bool = False) -> ProcessPoolExecutor:
-        """A working pool: a new one if `broken` is still the current one (the watchers share
-        the pool: the first to see it broken replaces it, the others use the new one)."""
-        if self.pool is None or self.pool is broken:
-            if self.pool is not None:
-                if kill:  # a worker stuck on a mail; ProcessPoolExecutor.terminate_workers() is 3.14+
-                    for process in list((getattr(self.pool, "_processes", None) or {}).values()):
-                        process.kill()
-                self.pool.shutdown(wait=False, cancel_futures=True)
-            return self._open()
-        return self.pool
+    @staticmethod
+    def _retire(pool: ProcessPool, finish: bool) -> None:
+        """Let the pool's workers go, in the background: once they `finish` what they have, or now."""
+        if finish:
+            pool.close()
+        else:
+            pool.stop()
+        threading.Thread(target=pool.join, name="readers-closing", daemon=True).start()
 
     def submit(self, raw: bytes) -> Future | None:
+        """The mail's reading, scheduled; None: read it in-process (no workers, or no pool)."""
         if not self.workers:
             return None
         self.last_used = time.monotonic()
-        pool = self.pool or self._open()
-        try:
-            future = pool.submit(_read, raw)
-        except BrokenProcessPool:
-            pool = self._replace(pool)
-            future = pool.submit(_read, raw)
-        self._pool_of[future] = pool
-        return future
+        for _ in range(2):
+            try:
+                return self._pool().schedule(_read, (raw,), timeout=READ_TIMEOUT_SECONDS)
+            except RuntimeError:  # the pool broke just now, or could not start: a new one
+                if self.pool is not None:
+                    self._retire(self.pool, finish=False)
+                self.pool = None
+        log.warning("reader process not available: reading in-process")
+        return None
 
     def close_if_idle(self, seconds: float) -> None:
         """Stop the workers when nothing was submitted for `seconds` (what they still have, they
         finish first)."""
         if self.pool is not None and time.monotonic() - self.last_used > seconds:
-            self.pool.shutdown(wait=False)
+            self._retire(self.pool, finish=True)
             self.pool = None
 
     async def result(self, future: Future | None, raw: bytes) -> Read | str | None:
         """The mail read ahead; None: read it in-process; a str: why it cannot be read at all.
-        A worker that dies fails every mail it had: each is read again alone (one at a time,
-        whichever watcher it came from), and only one that kills a worker again is given up."""
+        A mail whose worker died (or got stuck) is read again alone (one at a time, whichever
+        watcher it came from), and only one that kills a worker again is given up."""
         if future is None:
             return None
         try:
@@ -141,34 +148,36 @@ class Readers:
             log.warning("reader process died; reading the mail again alone")
         async with self._alone:
             future = self.submit(raw)
+            if future is None:
+                return None
             try:
                 return await self._wait(future)
             except _Lost:
                 log.warning("reader process died again on the same mail: set aside")
-                self._replace(self._pool_of.get(future))
                 return GAVE_UP
 
     async def _wait(self, future: Future) -> Read | None:
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), READ_TIMEOUT_SECONDS)
-        except BrokenProcessPool as exc:
-            self._replace(self._pool_of.get(future))
+            return await asyncio.wrap_future(future)
+        except ProcessExpired as exc:
             raise _Lost from exc
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:  # pebble stopped the worker (and started another)
             log.warning("reader process stuck on a mail: stopped", extra={"seconds": READ_TIMEOUT_SECONDS})
-            self._replace(self._pool_of.get(future), kill=True)
+            raise _Lost from exc
+        except BrokenProcessPool as exc:  # every worker died at once: the next submit makes a new pool
             raise _Lost from exc
         except asyncio.CancelledError:
             if asyncio.current_task().cancelling():
                 raise  # our own task is being cancelled
-            raise _Lost from None  # its pool was shut down under it
+            raise _Lost from None  # its pool was stopped under it
         except Exception as exc:  # noqa: BLE001 - e.g. a result that does not pickle: read in-process
             log.warning("reader failed", extra={"reason": f"{type(exc).__name__}: {str(exc)[:200]}"})
             return None
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool.stop()
+            self.pool.join()
             self.pool = None
 
 

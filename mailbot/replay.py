@@ -11,16 +11,18 @@ from __future__ import annotations
 import datetime as dt
 import email.parser
 import email.utils
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, select
 
-from mailbot.answers.outbox import sent_event
 from mailbot.config import Settings
 from mailbot.jobs import JOBS
+from mailbot.outbox import OutboxState, written_after
 from mailbot.pipeline import Context, Outcome, Seen, handle
 from mailbot.store.models import OutboxMail
 
@@ -91,10 +93,25 @@ class Outbox:
 
     def flush(self) -> None:
         with Session(self.ctx.engine) as session:
-            rows = session.exec(select(OutboxMail).where(OutboxMail.id > self.last_id).order_by(OutboxMail.id)).all()
+            rows = written_after(session, self.last_id)
         for row in rows:
             self.emit(sent_event(row))
             self.last_id = row.id
+
+
+def sent_event(mail: OutboxMail) -> dict[str, Any]:
+    """The `sent` line for an outbox mail."""
+    detail = json.loads(mail.detail or "{}")
+    event = {"event": "sent", "at": mail.created_at.isoformat(), "purpose": mail.purpose,
+             "dossier": detail.pop("dossier", None), "to": json.loads(mail.recipients), "cc": json.loads(mail.cc),
+             "subject": mail.subject, "language": mail.language.split("+")[0],
+             "problems": detail.pop("problems", []), "message_id": mail.message_id}
+    if mail.language == "fr+nl":
+        event["bilingual"] = True
+    if mail.state == OutboxState.SHADOW:
+        event["shadow"] = True
+    event.update(detail)
+    return event
 
 
 def run_jobs(start: dt.datetime, end: dt.datetime, ctx: Context, outbox: Outbox) -> None:

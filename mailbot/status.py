@@ -6,10 +6,11 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, func, select
+from sqlmodel import Session, select
 
 from mailbot.config import Settings
-from mailbot.store.models import Deadline, Dossier, FolderState, Message, OutboxMail
+from mailbot.outbox import copies_owed_count, counts
+from mailbot.store.models import Deadline, Dossier, FolderState, Message
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 
@@ -22,8 +23,8 @@ def status(engine: Engine, settings: Settings, now: dt.datetime | None = None) -
                     "last_contact": f.last_contact.isoformat() if f.last_contact else None,
                     "last_error": f.last_error, "reported_down": f.reported_down}
                    for f in s.exec(select(FolderState).order_by(FolderState.mailbox, FolderState.folder))]
-        outbox = dict(s.exec(select(OutboxMail.state, func.count()).group_by(OutboxMail.state)).all())
-        copies_owed = s.exec(select(func.count()).select_from(OutboxMail).where(OutboxMail.copy_owed == True)).one()
+        outbox = counts(s)
+        copies_owed = copies_owed_count(s)
         quarantined = [{"id": m.id, "subject": m.subject, "sender": m.sender, "reason": m.status_reason,
                         "received_at": m.received_at.isoformat()}
                        for m in s.exec(select(Message).where(Message.status == "quarantined").order_by(Message.id))]

@@ -109,7 +109,7 @@ def test_a_reader_stuck_on_a_mail_is_stopped_and_the_mail_set_aside(monkeypatch)
 
 
 OWNER = """
-import asyncio, os, sys, time
+import asyncio, multiprocessing, os, sys, time
 from mailbot.config import load_settings
 from mailbot.forms import load_rules
 from mailbot.mail.documents import load_document_rules
@@ -121,7 +121,7 @@ async def main():
     readers = Readers(load_rules(files.form_rules), load_document_rules(files.document_rules), 1)
     raw = b"Subject: x\\r\\n\\r\\nbody\\r\\n"
     await readers.result(readers.submit(raw), raw)
-    print(*[p.pid for p in readers.pool._processes.values()], flush=True)
+    print(*[p.pid for p in multiprocessing.active_children()], flush=True)  # the reader process
     time.sleep(3600)
 
 if __name__ == "__main__":
@@ -181,5 +181,23 @@ def test_the_reader_process_starts_for_a_batch_and_stops_once_idle():
         readers.close_if_idle(0)
         assert readers.pool is None
         assert isinstance(asyncio.run(readers.result(readers.submit(raw), raw)), Read)  # started again
+    finally:
+        readers.close()
+
+
+def test_a_reader_killed_while_idle_is_replaced():
+    """The worker dies between two batches (the OOM killer, say): the next mail is still read ahead."""
+    import multiprocessing
+
+    readers = Readers(*RULES, 1)
+    raw = season(SETTINGS)[0].to_bytes()
+    try:
+        assert isinstance(asyncio.run(readers.result(readers.submit(raw), raw)), Read)
+        workers = multiprocessing.active_children()
+        assert len(workers) == 1
+        os.kill(workers[0].pid, signal.SIGKILL)
+        time.sleep(0.5)  # the pool notices
+        assert isinstance(asyncio.run(readers.result(readers.submit(raw), raw)), Read)
+        assert [p.pid for p in multiprocessing.active_children()] != [workers[0].pid]
     finally:
         readers.close()

@@ -10,12 +10,12 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, select
 
-from mailbot.answers.outbox import Draft
 from mailbot.answers.render import Renderer
 from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
 from mailbot.dossiers.state import stage, waiting_for
-from mailbot.store.models import Deadline, Dossier, Message, OutboxMail, Sighting
+from mailbot.outbox import Draft, shadow_since
+from mailbot.store.models import Deadline, Dossier, Message, Sighting
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 
@@ -69,7 +69,7 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
                                                 reason=reason, dossier=ref))
     shadow = [SimpleNamespace(purpose=o.purpose, to=", ".join(json.loads(o.recipients)), subject=o.subject,
                               dossier=json.loads(o.detail).get("dossier"))
-              for o in session.exec(select(OutboxMail).where(OutboxMail.state == "shadow", OutboxMail.created_at >= since))]
+              for o in shadow_since(session, since)]
     return {
         "team": team, "date": today.isoformat(), "now": _day(now), "dossier": None,
         "new_dossiers": [SimpleNamespace(reference=d.reference, project_name=d.project_name,

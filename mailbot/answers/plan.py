@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session, col, select
 
 from mailbot.answers.language import LanguageWords, body_language, pick_language
-from mailbot.answers.outbox import Draft
 from mailbot.answers.policy import echo_reason, no_answer_reason
 from mailbot.answers.render import Renderer
 from mailbot.config import Settings
@@ -28,6 +27,7 @@ from mailbot.mail.documents import DocumentRules
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.robots import RobotRules
 from mailbot.mail.subject import SubjectInfo
+from mailbot.outbox import Draft
 from mailbot.store.models import OutboxMail
 
 if TYPE_CHECKING:

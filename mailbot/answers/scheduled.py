@@ -7,12 +7,12 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, func, select
 
-from mailbot.answers.outbox import Draft
 from mailbot.answers.plan import dossier_view
 from mailbot.answers.render import Renderer
 from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
 from mailbot.dossiers.state import waiting_for
+from mailbot.outbox import Draft
 from mailbot.store.models import Contact, Dossier, Event, Message, OutboxMail
 from mailbot.sweep import Alert
 

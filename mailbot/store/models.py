@@ -190,7 +190,8 @@ class OutboxMail(SQLModel, table=True):
     detail: str = "{}"  # JSON: problems, deadline and due day, for the timeline and the digest
     created_at: dt.datetime = Field(sa_column=_utc())
     not_before: dt.datetime | None = Field(default=None, sa_column=_utc_null())
-    state: str = "pending"  # pending | sending | handed (to the SMTP server, before its reply) | sent | failed | shadow
+    # An OutboxState value; moved only by mailbot/outbox.py, which declares the transitions.
+    state: str = "pending"
     attempts: int = 0
     last_error: str = ""
     sent_at: dt.datetime | None = Field(default=None, sa_column=_utc_null())

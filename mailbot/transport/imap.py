@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import random
 import socket
@@ -22,19 +21,58 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, select
 
 from mailbot.config import Daemon, Imap
-from mailbot.errors import StoreError
+from mailbot.errors import (
+    ImapCommandFailed,
+    ImapConnectionLost,
+    ImapError,
+    ImapLoginFailed,
+    StoreError,
+)
 from mailbot.pipeline import Seen
-from mailbot.store.models import FolderState
+from mailbot.shims import imapclient_imaplib
+from mailbot.store.folders import FolderStateStore
+from mailbot.transport.sent import Filing
 
 log = logging.getLogger("mailbot.imap")
-# What a broken or vanished connection raises: reconnect and catch up.
-CONNECTION_ERRORS = (IMAPClientError, OSError, ssl.SSLError, EOFError, socket.timeout, ValueError)
+# What imapclient, imaplib, ssl and the socket raise when a connection fails or the server
+# refuses: turned into ImapError by `imap_error`, only around calls into the library (imaplib
+# raises ValueError on a connection it closed, and a certificate that does not verify is one).
+LIBRARY_ERRORS = (IMAPClientError, OSError, EOFError, ValueError)
 T = TypeVar("T")
+
+
+def imap_error(exc: BaseException, conn: ImapFolder) -> ImapError:
+    """The narrow error for what the library raised, naming the host and the step."""
+    host, step = conn.cfg.host, conn.step
+    if isinstance(exc, LoginError):
+        return ImapLoginFailed(f"login refused by {host}: {exc}")
+    if isinstance(exc, socket.gaierror):
+        return ImapConnectionLost(f"cannot resolve {host}: {exc.strerror}")
+    if isinstance(exc, ConnectionRefusedError):
+        return ImapConnectionLost(f"connection refused by {host}:{conn.cfg.port}")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ImapConnectionLost(f"certificate of {host} not trusted: {exc.verify_message}")
+    if isinstance(exc, TimeoutError):
+        return ImapConnectionLost(f"no answer from {host} within {conn.timeout:g} s ({step})")
+    if isinstance(exc, IMAPClientError) and not isinstance(exc, IMAPClientAbortError):
+        return ImapCommandFailed(f"{host} refused {step}: {exc}")
+    return ImapConnectionLost(f"connection to {host} lost ({step}): {type(exc).__name__}: {exc}")
+
+
+def call(conn: ImapFolder, fn: Callable[..., T], *args) -> T:
+    """`fn(*args)` -- a step on `conn` -- with the library's errors turned into ImapError."""
+    try:
+        return fn(*args)
+    except LIBRARY_ERRORS as exc:
+        raise imap_error(exc, conn) from exc
+
+
+def login(client: IMAPClient, cfg: Imap, password: str) -> None:
+    client.login(cfg.user, password)
 
 
 class ImapFolder:
@@ -43,12 +81,14 @@ class ImapFolder:
     def __init__(self, cfg: Imap, password: str, folder: str, timeout: float = 30.0) -> None:
         self.cfg, self.password, self.folder, self.timeout = cfg, password, folder, timeout
         self.client: IMAPClient | None = None
+        self.step = "connect"  # what it does now, for the error messages
         self.uidvalidity = 0
         self.can_keyword = False
         self.has_idle = False
 
     def connect(self) -> int:
         cfg = self.cfg
+        self.step = "connect"
         context = ssl.create_default_context()  # certificates verified
         if cfg.security == "tls":
             client = IMAPClient(cfg.host, port=cfg.port, ssl=True, ssl_context=context, timeout=self.timeout)
@@ -59,7 +99,9 @@ class ImapFolder:
         sock = client.socket()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        client.login(cfg.user, self.password)
+        self.step = "login"
+        login(client, cfg, self.password)
+        self.step = f"select {self.folder}"
         if not client.folder_exists(self.folder):
             client.create_folder(self.folder)
         selected = client.select_folder(self.folder)
@@ -70,6 +112,7 @@ class ImapFolder:
         return self.uidvalidity
 
     def uids_after(self, last_uid: int) -> list[int]:
+        self.step = "search"
         self.announced()  # from this search on, what the server announces is news to wait()
         # "UID n:*" also returns the last message when its UID is below n: filter here.
         return sorted(u for u in self.client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
@@ -78,25 +121,17 @@ class ImapFolder:
         """True when the server announced new mail (EXISTS) since the last call, in its answer
         to another command -- a FETCH or STORE while mail was being taken: imapclient keeps such
         announcements without a word, and IDLE would not repeat them."""
-        _, data = self.client._imap.response("EXISTS")
-        return data != [None]
+        return imapclient_imaplib.announced(self.client)
 
     def buffered(self) -> bool:
         """True when lines from the server already wait in imaplib's buffer, where idle_check()
         -- which polls the socket -- never looks: Dovecot announces what came since the last
         command right after "+ idling", often in the same read."""
-        sock = self.client.socket()
-        timeout = sock.gettimeout()
-        sock.settimeout(0)  # look, never wait
-        try:
-            return bool(self.client._imap.file.peek(1))
-        except OSError:
-            return False
-        finally:
-            sock.settimeout(timeout)
+        return imapclient_imaplib.buffered(self.client)
 
     def uids_not_done(self) -> list[int]:
         """After a UIDVALIDITY change: every message the bot has not flagged."""
+        self.step = "search"
         if self.can_keyword:
             return sorted(self.client.search(["UNKEYWORD", self.cfg.keyword]))
         return sorted(self.client.search(["ALL"]))
@@ -104,6 +139,7 @@ class ImapFolder:
     def batches(self, uids: list[int]) -> list[list[int]]:
         """`uids` in batches of at most BATCH_MAILS mails and BATCH_BYTES bytes (one mail alone
         when it is larger), so that a backlog is never in memory at once."""
+        self.step = "fetch sizes"
         sizes = self.client.fetch(uids, ["RFC822.SIZE"]) if uids else {}
         out: list[list[int]] = []
         total = 0
@@ -118,10 +154,12 @@ class ImapFolder:
 
     def fetch(self, uids: list[int]) -> dict[int, bytes]:
         """The mails of `uids` still there, in one FETCH (BODY.PEEK leaves \\Seen alone)."""
+        self.step = "fetch"
         data = self.client.fetch(uids, ["BODY.PEEK[]"])
         return {uid: data[uid][b"BODY[]"] for uid in uids if b"BODY[]" in data.get(uid, {})}
 
     def mark_done(self, uids: list[int]) -> None:
+        self.step = "flag done"
         if self.can_keyword:
             self.client.add_flags(uids, [self.cfg.keyword.encode()])
         elif self.cfg.move_to:
@@ -130,14 +168,17 @@ class ImapFolder:
             self.client.move(uids, self.cfg.move_to)
 
     def has_message_id(self, message_id: str) -> bool:
+        self.step = "look up"
         return bool(self.client.search(["HEADER", "Message-ID", message_id]))
 
     def append(self, raw: bytes) -> None:
+        self.step = "append"
         self.client.append(self.folder, raw, flags=(b"\\Seen",))
 
     def wait(self, seconds: float, poll_seconds: float, stop: threading.Event) -> None:
         """Until the server says something changed, `seconds` pass, or `stop` is set."""
         deadline = time.monotonic() + seconds
+        self.step = "idle"
         if self.announced():
             return  # mail came while other mail was taken: search again before waiting
         if not self.has_idle:
@@ -165,38 +206,42 @@ class ImapFolder:
             self.client = None
 
 
-class SentFolder:
-    """The outbox sender's connection to the sent folder, kept between its look-ups and copies:
-    made at first use, made again when it dropped, one call at a time (the calls run in worker
-    threads)."""
+class ImapSentFolder:
+    """The sent folder on IMAP (a SentFolder): the sender's connection to it, kept between its
+    look-ups and copies, made at first use, made again when it dropped, one call at a time (the
+    calls run in worker threads)."""
 
-    def __init__(self, cfg: Imap, password: str, folder: str, timeout: float = 30.0) -> None:
+    def __init__(self, cfg: Imap, password: str, folder: str, filing: Filing, timeout: float = 30.0) -> None:
         self.conn = ImapFolder(cfg, password, folder, timeout)
+        self.filing = filing
         self.lock = threading.Lock()
 
     def _run(self, step: Callable[[ImapFolder, bool], T]) -> T:
         with self.lock:
             kept = self.conn.client is not None
-            if not kept:
-                self.conn.connect()
             try:
+                if not kept:
+                    self.conn.connect()
                 return step(self.conn, False)
-            except CONNECTION_ERRORS:
+            except LIBRARY_ERRORS as exc:
                 self.conn.close()
                 if not kept:
-                    raise
+                    raise imap_error(exc, self.conn) from exc
             # The kept connection had dropped (server restarted, logged out idle): once more on a new one.
-            self.conn.connect()
             try:
+                self.conn.connect()
                 return step(self.conn, True)
-            except CONNECTION_ERRORS:
+            except LIBRARY_ERRORS as exc:
                 self.conn.close()
-                raise
+                raise imap_error(exc, self.conn) from exc
 
-    def has_message_id(self, message_id: str) -> bool:
-        return self._run(lambda conn, _again: conn.has_message_id(message_id))
+    async def find(self, message_id: str) -> bool | None:
+        try:
+            return await asyncio.to_thread(self._run, lambda conn, _again: conn.has_message_id(message_id))
+        except ImapError:  # unknown: the sender sends again only when sure it is absent
+            return None
 
-    def copy(self, message_id: str, raw: bytes, look_first: bool = False) -> bool:
+    async def add(self, message_id: str, raw: bytes, look_first: bool = False) -> bool:
         """Append `raw` (Message-ID `message_id`); False when it was there already. A second try
         looks first: the APPEND that failed may have landed all the same."""
         def step(conn: ImapFolder, again: bool) -> bool:
@@ -204,11 +249,13 @@ class SentFolder:
                 return False
             conn.append(raw)
             return True
-        return self._run(step)
+        return await asyncio.to_thread(self._run, step)
 
-    def close(self) -> None:
-        with self.lock:
-            self.conn.close()
+    async def close(self) -> None:
+        def close() -> None:
+            with self.lock:
+                self.conn.close()
+        await asyncio.to_thread(close)
 
 
 # Runs the pipeline on a batch of mails, in order; how many were committed (then flagged).
@@ -237,14 +284,16 @@ class FolderWatcher:
             while not self.stop.is_set():
                 conn = ImapFolder(self.cfg, self.password, self.folder, self.daemon.imap_timeout_seconds)
                 try:
-                    await asyncio.to_thread(conn.connect)
+                    await self._io(conn, conn.connect)
                     backoff = 1.0
                     await self._serve(conn, thread_stop)
-                except (*CONNECTION_ERRORS, SQLAlchemyError, StoreError) as exc:
+                except (ImapError, SQLAlchemyError, StoreError) as exc:
                     # The database failing (locked, full) is waited out like a lost connection:
-                    # the mail stays on the server, unflagged, and is taken again after it.
+                    # the mail stays on the server, unflagged, and is taken again after it. Any
+                    # other error -- a bug in the pipeline -- ends the task, loudly.
                     reason = f"{type(exc).__name__}: {str(exc)[:200]}"
-                    lost = "database error" if isinstance(exc, SQLAlchemyError | StoreError) else "imap connection lost"
+                    lost = ("imap login refused" if isinstance(exc, ImapLoginFailed) else
+                            "imap connection lost" if isinstance(exc, ImapError) else "database error")
                     log.warning(lost, extra={"mailbox": self.mailbox, "folder": self.folder, "reason": reason})
                     with contextlib.suppress(SQLAlchemyError):  # the store may be what failed
                         await self.state.error(self.mailbox, self.folder, reason)
@@ -259,6 +308,11 @@ class FolderWatcher:
         finally:
             relay.cancel()
 
+    @staticmethod
+    async def _io(conn: ImapFolder, fn: Callable[..., T], *args) -> T:
+        """A step on the connection, in a worker thread: what can fail there is an ImapError."""
+        return await asyncio.to_thread(call, conn, fn, *args)
+
     async def _relay_stop(self, thread_stop: threading.Event) -> None:
         await self.stop.wait()
         thread_stop.set()
@@ -268,34 +322,34 @@ class FolderWatcher:
         if known.uidvalidity != conn.uidvalidity:
             # New UIDs for everything: look at all mail not flagged yet; the pipeline knows each
             # mail by its Message-ID or content, so nothing is answered twice.
-            newest = await asyncio.to_thread(conn.uids_after, 0)
-            uids = await asyncio.to_thread(conn.uids_not_done)
+            newest = await self._io(conn, conn.uids_after, 0)
+            uids = await self._io(conn, conn.uids_not_done)
             await self.state.reset(self.mailbox, self.folder, conn.uidvalidity)
             await self._take(conn, uids)
             if newest and not self.stop.is_set():
                 await self.state.advance(self.mailbox, self.folder, conn.uidvalidity, newest[-1])
         while not self.stop.is_set():
             known = await self.state.load(self.mailbox, self.folder)
-            await self._take(conn, await asyncio.to_thread(conn.uids_after, known.last_uid))
+            await self._take(conn, await self._io(conn, conn.uids_after, known.last_uid))
             await self.state.contact(self.mailbox, self.folder)
             if self.stop.is_set():
                 break
-            await asyncio.to_thread(conn.wait, self.daemon.idle_minutes * 60, self.daemon.poll_seconds, thread_stop)
+            await self._io(conn, conn.wait, self.daemon.idle_minutes * 60, self.daemon.poll_seconds, thread_stop)
 
     async def _take(self, conn: ImapFolder, uids: list[int]) -> None:
         """Take the mail a batch at a time: one FETCH, the batch processed in order, then its
         flags set and the progress saved at once. A crash in between costs nothing: the next
         start takes the batch again and the pipeline knows each mail it has recorded."""
         for start in range(0, len(uids), 500):
-            for batch in await asyncio.to_thread(conn.batches, uids[start:start + 500]):
+            for batch in await self._io(conn, conn.batches, uids[start:start + 500]):
                 if self.stop.is_set():
                     return  # the mail in hand is finished; the rest waits for the next start
-                raws = await asyncio.to_thread(conn.fetch, batch)
+                raws = await self._io(conn, conn.fetch, batch)
                 items = [(raws[uid], Seen(self.mailbox, self.folder, conn.uidvalidity, uid)) for uid in batch
                          if uid in raws]
                 done = await self.process(items)
                 if done:
-                    await asyncio.to_thread(conn.mark_done, [seen.uid for _, seen in items[:done]])
+                    await self._io(conn, conn.mark_done, [seen.uid for _, seen in items[:done]])
                 # Up to the first mail not taken (mail gone from the server counts as taken).
                 pending = items[done][1].uid if done < len(items) else None
                 taken = [uid for uid in batch if pending is None or uid < pending]
@@ -305,50 +359,3 @@ class FolderWatcher:
                     if self.stop.is_set():
                         return
                     raise StoreError("the database did not take a mail; it is taken again after a pause")
-
-
-class FolderStateStore:
-    """FolderState rows, written through the daemon's single database thread."""
-
-    def __init__(self, engine, run_db: Callable, clock: Callable[[], dt.datetime]) -> None:
-        self.engine, self.run_db, self.clock = engine, run_db, clock
-
-    def _row(self, session: Session, mailbox: str, folder: str) -> FolderState:
-        row = session.exec(select(FolderState).where(FolderState.mailbox == mailbox,
-                                                     FolderState.folder == folder)).first()
-        if row is None:
-            row = FolderState(mailbox=mailbox, folder=folder)
-            session.add(row)
-        return row
-
-    def _update(self, mailbox: str, folder: str, change: Callable[[FolderState], None]) -> FolderState:
-        with Session(self.engine, expire_on_commit=False) as session:
-            row = self._row(session, mailbox, folder)
-            change(row)
-            session.add(row)
-            session.commit()
-            return row
-
-    async def load(self, mailbox: str, folder: str) -> FolderState:
-        return await self.run_db(self._update, mailbox, folder, lambda row: None)
-
-    async def reset(self, mailbox: str, folder: str, uidvalidity: int) -> None:
-        def change(row: FolderState) -> None:
-            row.uidvalidity, row.last_uid = uidvalidity, 0
-        await self.run_db(self._update, mailbox, folder, change)
-
-    async def advance(self, mailbox: str, folder: str, uidvalidity: int, uid: int) -> None:
-        def change(row: FolderState) -> None:
-            row.uidvalidity, row.last_uid = uidvalidity, max(row.last_uid, uid)
-            row.last_contact, row.last_error = self.clock(), ""
-        await self.run_db(self._update, mailbox, folder, change)
-
-    async def contact(self, mailbox: str, folder: str) -> None:
-        def change(row: FolderState) -> None:
-            row.last_contact, row.last_error = self.clock(), ""
-        await self.run_db(self._update, mailbox, folder, change)
-
-    async def error(self, mailbox: str, folder: str, reason: str) -> None:
-        def change(row: FolderState) -> None:
-            row.last_error = reason
-        await self.run_db(self._update, mailbox, folder, change)

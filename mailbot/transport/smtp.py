@@ -16,7 +16,8 @@ login each cost more than the mail), and is closed after `smtp_idle_seconds` wit
 any error. A kept connection found dead before the dot of a mail (the server dropped it while
 idle) is replaced at once for that mail: the server cannot have it. A copy the sent folder did
 not take is owed (`copy_owed`) and tried again when there is nothing to send, after a look
-whether the failed try landed after all: never two copies.
+whether the failed try landed after all: never two copies. The sent folder is injected (a
+SentFolder: on IMAP, or none); the mail's moves are the outbox's (mailbot/outbox.py).
 """
 
 from __future__ import annotations
@@ -26,32 +27,34 @@ import contextlib
 import datetime as dt
 import logging
 import math
+import socket
 import ssl
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import aiosmtplib
-from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
-from aiosmtplib.typing import Default, SMTPStatus
-from sqlalchemy import or_, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, col, select
 
 from mailbot.config import Daemon, Smtp
+from mailbot.errors import (
+    ConnectionLost,
+    SmtpConnectionLost,
+    SmtpError,
+    SmtpPermanent,
+    SmtpTemporary,
+    TransportError,
+)
+from mailbot.outbox import OutboxState, claim, copy_added, in_state, mark_handed, move, owing_copies
+from mailbot.shims.aiosmtplib_data import HandingSMTP
 from mailbot.store.models import OutboxMail
 from mailbot.transport.compose import compose
+from mailbot.transport.sent import Filing, NullSentFolder, SentFolder
 
 log = logging.getLogger("mailbot.smtp")
 
-SentCheck = Callable[[str], Awaitable[bool | None]]  # True found, False not found, None unknown
-SentCopy = Callable[..., Awaitable[None]]  # (message_id, raw, look_first=False); raises when not added
-SentClose = Callable[[], Awaitable[None]]
-DOT_TIMEOUT_SECONDS = 600
 
-
-def smtp_options(cfg: Smtp, password: str | None) -> dict:
+def smtp_options(cfg: Smtp) -> dict:
     options: dict = {"hostname": cfg.host, "port": cfg.port, "timeout": 30}
     if cfg.security == "tls":
         options.update(use_tls=True, tls_context=ssl.create_default_context())
@@ -60,43 +63,50 @@ def smtp_options(cfg: Smtp, password: str | None) -> dict:
         options.update(start_tls=True, tls_context=ssl.create_default_context())
     else:
         options.update(use_tls=False, start_tls=False)
-    if cfg.user:
-        options.update(username=cfg.user, password=password)
     return options
 
 
-class _HandingSMTP(aiosmtplib.SMTP):
-    """aiosmtplib's SMTP whose DATA, after the message's last line, leaves the final dot to
-    `hand_over(write_dot)`, called within `quiet()` (aiosmtplib writes both at once): until the
-    dot the server cannot take the mail, from then on it may. On a kept connection `hand_over`
-    is set anew for each mail."""
+async def login(smtp: aiosmtplib.SMTP, cfg: Smtp, password: str | None) -> None:
+    """Log in on a connected session (nothing to do without a user)."""
+    if cfg.user:
+        await smtp.login(cfg.user, password or "")
 
-    def __init__(self, quiet: Callable[[], AbstractAsyncContextManager[None]],
-                 hand_over: Callable[[Callable[[], None]], None], **options) -> None:
-        super().__init__(**options)
-        self.quiet, self.hand_over = quiet, hand_over
 
-    async def data(self, message: str | bytes, /, *, timeout=Default.token) -> aiosmtplib.SMTPResponse:
-        timeout = self.timeout if timeout is Default.token else timeout
-        if isinstance(message, str):
-            message = message.encode("ascii")
-        start = await self.execute_command(b"DATA", timeout=timeout)
-        if start.code != SMTPStatus.start_input:
-            raise aiosmtplib.SMTPDataError(start.code, start.message)
-        protocol = self.protocol
-        try:
-            protocol.write(PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)))
-            async with self.quiet():
-                self.hand_over(lambda: protocol.write(b".\r\n"))
-            # RFC 5321 4.5.3.2.6: the server has 10 minutes to answer the dot; giving up sooner
-            # would count as sent a mail it is still deciding on.
-            response = await protocol.read_response(timeout=max(timeout or 0, DOT_TIMEOUT_SECONDS))
-        except BaseException:
-            self.close()  # without its dot the server drops the message
-            raise
-        if response.code != SMTPStatus.completed:
-            raise aiosmtplib.SMTPDataError(response.code, response.message)
-        return response
+# The step a refusal names, by aiosmtplib's exception.
+_STEPS = ((aiosmtplib.SMTPAuthenticationError, "login"), (aiosmtplib.SMTPHeloError, "EHLO"),
+          (aiosmtplib.SMTPSenderRefused, "MAIL FROM"), (aiosmtplib.SMTPRecipientRefused, "RCPT TO"),
+          (aiosmtplib.SMTPRecipientsRefused, "RCPT TO"), (aiosmtplib.SMTPDataError, "DATA"),
+          (aiosmtplib.SMTPConnectError, "connect"))
+
+
+def smtp_error(exc: BaseException, cfg: Smtp, step: str) -> SmtpError:
+    """The narrow error for what aiosmtplib or the socket raised, naming the host and the step."""
+    host = cfg.host
+    step = next((name for kind, name in _STEPS if isinstance(exc, kind)), step)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        kind = SmtpPermanent if 500 <= exc.code < 600 else SmtpTemporary
+        return kind(f"{exc.code} {exc.message} ({host}, {step})", exc.code)
+    if not isinstance(exc, OSError):  # e.g. every recipient refused, an extension missing
+        return SmtpTemporary(f"{host} refused {step}: {type(exc).__name__}: {exc}")
+    cause = exc.__cause__ if isinstance(exc, aiosmtplib.SMTPConnectError) and exc.__cause__ else exc
+    if isinstance(cause, socket.gaierror):
+        return SmtpConnectionLost(f"cannot resolve {host}: {cause.strerror}")
+    if isinstance(cause, ConnectionRefusedError):
+        return SmtpConnectionLost(f"connection refused by {host}:{cfg.port}")
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return SmtpConnectionLost(f"certificate of {host} not trusted: {cause.verify_message}")
+    if isinstance(cause, TimeoutError):
+        return SmtpConnectionLost(f"no answer from {host} ({step})")
+    return SmtpConnectionLost(f"connection to {host} lost ({step}): {type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def translated(cfg: Smtp, step: str) -> Iterator[None]:
+    """aiosmtplib's and the socket's errors within, as SmtpError."""
+    try:
+        yield
+    except (aiosmtplib.SMTPException, OSError) as exc:  # OSError: TimeoutError too
+        raise smtp_error(exc, cfg, step) from exc
 
 
 @dataclass
@@ -108,11 +118,9 @@ class OutboxSender:
     daemon: Daemon
     clock: Callable[[], dt.datetime]
     stop: asyncio.Event
-    sent_check: SentCheck | None = None  # looks a Message-ID up in the sent folder
-    sent_copy: SentCopy | None = None  # appends what was sent to the sent folder
-    sent_close: SentClose | None = None  # closes the sent folder's connection (idle, or stopping)
+    sent: SentFolder = field(default_factory=NullSentFolder)  # looked up after a crash; copies added
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _smtp: _HandingSMTP | None = field(default=None, init=False, repr=False)
+    _smtp: HandingSMTP | None = field(default=None, init=False, repr=False)
     _idle_since: float = field(default=0.0, init=False, repr=False)  # loop time of the last send
     _copies_due: float = field(default=0.0, init=False, repr=False)  # loop time; inf: none owed
     _copy_tries: int = field(default=0, init=False, repr=False)
@@ -126,7 +134,7 @@ class OutboxSender:
                         await self.recover()
                         recovered = True
                     self.wake.clear()  # before the look: news from now on ends the wait below
-                    row = await self.run_db(self._claim)
+                    row = await self.run_db(claim, self.engine, self.clock())
                     if row is not None:
                         await self.send(row)
                     elif not await self.copy_owed():
@@ -155,12 +163,19 @@ class OutboxSender:
         for w in waiters:
             w.cancel()
 
-    async def _connection(self) -> _HandingSMTP:
+    async def _connection(self) -> HandingSMTP:
         if self._smtp is not None and self._smtp.is_connected:
             return self._smtp
         self._drop()
-        smtp = _HandingSMTP(self._database_held, self._no_hand_over, **smtp_options(self.cfg, self.password))
-        await smtp.connect()  # closes itself when it fails
+        smtp = HandingSMTP(self._database_held, self._no_hand_over, **smtp_options(self.cfg))
+        with translated(self.cfg, "connect"):
+            await smtp.connect()  # closes itself when it fails
+        try:
+            with translated(self.cfg, "login"):
+                await login(smtp, self.cfg, self.password)
+        except SmtpError:
+            smtp.close()
+            raise
         self._smtp = smtp
         return smtp
 
@@ -174,38 +189,40 @@ class OutboxSender:
         smtp, self._smtp = self._smtp, None
         self._idle_since = 0.0
         if smtp is not None:
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):  # OSError: TimeoutError too
                 await asyncio.wait_for(smtp.quit(), timeout=5)
             smtp.close()
-        if self.sent_close is not None:
-            with contextlib.suppress(Exception):  # a dead connection cannot log out
-                await self.sent_close()
+        with contextlib.suppress(TransportError):  # a dead connection cannot log out
+            await self.sent.close()
 
     @staticmethod
     def _no_hand_over(write_dot: Callable[[], None]) -> None:
         raise RuntimeError("DATA outside send()")  # send() sets the mail's own hand-over
 
+    async def _move(self, row_id: int, target: OutboxState, error: str, **changes) -> None:
+        await self.run_db(move, self.engine, row_id, target, error, self.clock(), **changes)
+
     async def copy_owed(self) -> bool:
         """When there is nothing to send: the sent copies still owed, each looked up first.
         True when it did some (the sender looks for mail again before the next ones)."""
         loop = asyncio.get_running_loop()
-        if self.sent_copy is None or loop.time() < self._copies_due:
+        if self.sent.filing is Filing.NOBODY or loop.time() < self._copies_due:
             return False
-        rows = await self.run_db(self._owing)
+        rows = await self.run_db(owing_copies, self.engine)
         if not rows:
             self._copies_due, self._copy_tries = math.inf, 0  # until a copy fails again
             return False
         failed = 0
         for row in rows:
             try:
-                await self.sent_copy(row.message_id, compose(row).as_bytes(), look_first=True)
-            except Exception as exc:  # noqa: BLE001 - tried again later, with backoff
+                await self.sent.add(row.message_id, compose(row).as_bytes(), look_first=True)
+            except TransportError as exc:  # tried again later, with backoff
                 failed += 1
                 log.info("sent copy still failing", extra={"message_id": row.message_id, "reason": str(exc)[:200]})
-                if isinstance(exc, OSError) or failed >= 3:
+                if isinstance(exc, ConnectionLost) or failed >= 3:
                     break  # the server is away: the next round, not the next copy
                 continue  # this copy refused (too large, quota): the others need not wait behind it
-            await self.run_db(self._copied, row.id)
+            await self.run_db(copy_added, self.engine, row.id)
             self._idle_since = loop.time()  # the sent folder's connection is closed when idle
             log.info("sent copy added late", extra={"message_id": row.message_id})
             if self.wake.is_set() or self.stop.is_set():
@@ -223,34 +240,34 @@ class OutboxSender:
         self._copies_due = min(self._copies_due, due)
 
     async def recover(self) -> None:
-        """Mails caught mid-send by a crash: "sending" ones never reached the server and are sent
-        again (unless the sent folder has them); "handed" ones count as sent."""
-        for row in await self.run_db(self._in_state, "sending"):
-            found = await self.sent_check(row.message_id) if self.sent_check else None
+        """Mails caught mid-send by a crash: SENDING ones never reached the server and are sent
+        again (unless the sent folder has them); HANDED ones count as sent."""
+        for row in await self.run_db(in_state, self.engine, OutboxState.SENDING):
+            found = await self.sent.find(row.message_id)
             if found:
-                await self.run_db(self._mark, row.id, "sent", "found in the sent folder after a restart")
+                await self._move(row.id, OutboxState.SENT, "found in the sent folder after a restart")
             else:
                 why = "not in the sent folder after a restart" if found is False else "sent folder not checked"
-                await self.run_db(self._mark, row.id, "pending", why)
-        for row in await self.run_db(self._in_state, "handed"):
-            found = await self.sent_check(row.message_id) if self.sent_check else None
-            if found is False and self.cfg.saves_to_sent:
+                await self._move(row.id, OutboxState.PENDING, why)
+        for row in await self.run_db(in_state, self.engine, OutboxState.HANDED):
+            found = await self.sent.find(row.message_id)
+            if found is False and self.sent.filing is Filing.SERVER:
                 # The server keeps a copy of every mail it takes: this one it did not take.
-                await self.run_db(self._mark, row.id, "pending", "handed over, but not in the sent folder")
+                await self._move(row.id, OutboxState.PENDING, "handed over, but not in the sent folder")
                 continue
-            owed = found is None and self.sent_copy is not None and not self.cfg.saves_to_sent  # looked up later
-            if found is False and self.sent_copy:
+            owed = found is None and self.sent.filing is Filing.BOT  # looked up later
+            if found is False and self.sent.filing is Filing.BOT:
                 try:
-                    await self.sent_copy(row.message_id, compose(row).as_bytes())
-                except Exception as exc:  # noqa: BLE001 - the copy is for people; the mail went
+                    await self.sent.add(row.message_id, compose(row).as_bytes())
+                except TransportError as exc:  # the copy is for people; the mail went
                     self._copy_failed(row, exc)
                     owed = True
-            await self.run_db(self._mark, row.id, "sent", "handed to the server before a restart: counted as sent",
-                              copy_owed=owed)
+            await self._move(row.id, OutboxState.SENT, "handed to the server before a restart: counted as sent",
+                             copy_owed=owed)
         self._idle_since = asyncio.get_running_loop().time()  # the sent folder's connection, if opened
 
     async def send(self, row: OutboxMail) -> None:
-        """Send one mail, claimed ("sending") by `_claim`."""
+        """Send one mail, claimed (SENDING) by `claim`."""
         message = compose(row)
         try:
             for _ in range(2):
@@ -266,52 +283,53 @@ class OutboxSender:
                     smtp.hand_over = hand_over
                     try:
                         await smtp.send_message(message)
+                    except (aiosmtplib.SMTPException, OSError) as exc:  # OSError: TimeoutError too
+                        step = "the reply to the final dot" if handed else "sending"
+                        raise smtp_error(exc, self.cfg, step) from exc
                     finally:
                         smtp.hand_over = self._no_hand_over
                     break
-                except aiosmtplib.SMTPResponseException as exc:
+                except SmtpError as exc:
                     self._drop()
-                    if reused and not handed and exc.code == 421:
-                        continue  # the server ends this connection (too many mails on it, idle)
-                    await self._failed(row, f"{exc.code} {exc.message}"[:300], permanent=500 <= exc.code < 600)
-                    return
-                except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
-                    self._drop()
-                    if reused and not handed and isinstance(exc, (OSError, asyncio.TimeoutError)):
-                        continue  # a kept connection gone dead: before the dot, the server cannot have the mail
-                    if handed:
+                    # 421: the server ends this connection (too many mails on it, idle); a kept
+                    # connection gone dead: before the dot, the server cannot have the mail.
+                    again = exc.code == 421 if exc.code is not None else isinstance(exc, SmtpConnectionLost)
+                    if reused and not handed and again:
+                        continue
+                    if handed and exc.code is None:
                         # No answer to the dot: the server may have the mail, and twice is what
                         # must never happen. Counted as sent; its copy is looked up, then added.
-                        owed = self.sent_copy is not None and not self.cfg.saves_to_sent
-                        await self.run_db(self._mark, row.id, "sent", f"no answer after the final dot: counted as sent "
-                                          f"({type(exc).__name__})", copy_owed=owed)
+                        owed = self.sent.filing is Filing.BOT
+                        await self._move(row.id, OutboxState.SENT, f"no answer after the final dot: counted as sent "
+                                         f"({type(exc.__cause__).__name__})", copy_owed=owed)
                         if owed:
                             self._copy_failed(row, exc)
                         return
-                    await self._failed(row, f"{type(exc).__name__}: {str(exc)[:200]}", permanent=False)
+                    await self._failed(row, str(exc)[:300], permanent=isinstance(exc, SmtpPermanent))
                     return
         finally:
             self._idle_since = asyncio.get_running_loop().time()
         owed = False
-        if self.sent_copy and not self.cfg.saves_to_sent:
-            # The copy first: after a crash here the mail is still "handed", and recovery finds
+        if self.sent.filing is Filing.BOT:
+            # The copy first: after a crash here the mail is still HANDED, and recovery finds
             # its copy rather than adding a second one.
             try:
-                await self.sent_copy(row.message_id, message.as_bytes())
-            except Exception as exc:  # noqa: BLE001 - the mail did go; only the copy is missing, owed
+                await self.sent.add(row.message_id, message.as_bytes())
+            except TransportError as exc:  # the mail did go; only the copy is missing, owed
                 self._copy_failed(row, exc)
                 owed = True
-        await self.run_db(self._mark, row.id, "sent", "", copy_owed=owed)
+        await self._move(row.id, OutboxState.SENT, "", copy_owed=owed)
         log.info("sent", extra={"purpose": row.purpose, "message_id": row.message_id})
 
     async def _failed(self, row: OutboxMail, reason: str, permanent: bool) -> None:
         attempts = row.attempts + 1
         if permanent:
-            await self.run_db(self._mark, row.id, "failed", reason, attempts)
+            await self._move(row.id, OutboxState.FAILED, reason, attempts=attempts)
             log.warning("refused", extra={"purpose": row.purpose, "message_id": row.message_id, "reason": reason})
             return
         delay = min(2 ** attempts, self.daemon.send_retry_max_seconds)
-        await self.run_db(self._mark, row.id, "pending", reason, attempts, self.clock() + dt.timedelta(seconds=delay))
+        await self._move(row.id, OutboxState.PENDING, reason, attempts=attempts,
+                         not_before=self.clock() + dt.timedelta(seconds=delay))
         log.info("retry later", extra={"message_id": row.message_id, "reason": reason, "in_seconds": delay})
 
     @contextlib.asynccontextmanager
@@ -336,7 +354,7 @@ class OutboxSender:
             release.set()
 
     def _hand_over(self, row_id: int, write_dot: Callable[[], None]) -> None:
-        """Commit "handed", then write the final dot at once (on the event loop, the database
+        """Commit HANDED, then write the final dot at once (on the event loop, the database
         thread held): nothing but the end of the commit call comes between the two -- not even
         SQLite's automatic checkpoint (milliseconds of fsync), left to the next commit."""
         with self.engine.connect() as connection:
@@ -345,52 +363,9 @@ class OutboxSender:
                 pages = int(connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar())
                 connection.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
             try:
-                connection.execute(update(OutboxMail).where(OutboxMail.id == row_id)
-                                   .values(state="handed", last_error="", not_before=None))
+                mark_handed(connection, row_id)
                 connection.commit()
                 write_dot()
             finally:
                 if sqlite:
                     connection.exec_driver_sql(f"PRAGMA wal_autocheckpoint={pages}")
-
-    # --- database side (run in the daemon's database thread) ---------------------------------
-
-    def _claim(self) -> OutboxMail | None:
-        """The next mail due, marked "sending" -- in one call: during a backlog each call waits
-        behind a mail of the pipeline on the database thread."""
-        now = self.clock()
-        with Session(self.engine, expire_on_commit=False) as session:
-            row = session.exec(select(OutboxMail).where(OutboxMail.state == "pending",
-                                                        or_(col(OutboxMail.not_before).is_(None),
-                                                            OutboxMail.not_before <= now))
-                               .order_by(OutboxMail.id).limit(1)).first()  # LIMIT: .first() alone loads every row
-            if row is not None:
-                row.state, row.last_error, row.not_before = "sending", "", None
-                session.add(row)
-                session.commit()
-            return row
-
-    def _owing(self) -> list[OutboxMail]:
-        with Session(self.engine, expire_on_commit=False) as session:
-            return list(session.exec(select(OutboxMail).where(OutboxMail.copy_owed == True)
-                                     .order_by(OutboxMail.id).limit(20)))
-
-    def _copied(self, row_id: int) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(update(OutboxMail).where(OutboxMail.id == row_id).values(copy_owed=False))
-
-    def _in_state(self, state: str) -> list[OutboxMail]:
-        with Session(self.engine, expire_on_commit=False) as session:
-            return list(session.exec(select(OutboxMail).where(OutboxMail.state == state).order_by(OutboxMail.id)))
-
-    def _mark(self, row_id: int, state: str, error: str, attempts: int | None = None,
-              not_before: dt.datetime | None = None, copy_owed: bool = False) -> None:
-        with Session(self.engine) as session:
-            row = session.get(OutboxMail, row_id)
-            row.state, row.last_error, row.not_before, row.copy_owed = state, error, not_before, copy_owed
-            if attempts is not None:
-                row.attempts = attempts
-            if state == "sent":
-                row.sent_at = self.clock()
-            session.add(row)
-            session.commit()

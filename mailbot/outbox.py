@@ -1,0 +1,225 @@
+"""The persistent outbox: mail waiting to go out, and the one state machine it goes through.
+
+    enqueue ──> PENDING ──claim──> SENDING ──hand over──> HANDED ──> SENT
+                  ^  ^                │  │                  │  │
+                  │  └── retry ───────┘  └──> FAILED <──────┘  │
+                  └──────── refused at the dot, or not taken ──┘
+    enqueue in shadow mode ──> SHADOW (never sent; shown to staff in the digest)
+
+A mail is written here within the caller's transaction, after the limits; the sender claims it,
+marks it "handed" right before the final dot of DATA (mailbot/transport/smtp.py says why), and
+moves it on from there. Every state change goes through `_enter`, which allows only the moves
+in TRANSITIONS; every query on the states is here. The states are stored as their string values.
+
+The Message-ID is fixed here, before sending: the sender can then tell, after a crash, whether
+a mail it was sending did leave (it is in the sent folder) and never sends one twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import or_, update
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session, col, func, select
+
+from mailbot.answers.render import Rendered
+from mailbot.errors import OutboxStateError
+from mailbot.store.models import Decision, OutboxMail
+
+
+class OutboxState(StrEnum):
+    PENDING = "pending"  # to send, from `not_before` on
+    SENDING = "sending"  # claimed by the sender: the server cannot have it yet
+    HANDED = "handed"  # the final dot is on its way: from now on the server may have it
+    SENT = "sent"
+    FAILED = "failed"  # refused for good (5xx)
+    SHADOW = "shadow"  # shadow mode: never sent
+
+
+TRANSITIONS: dict[OutboxState, frozenset[OutboxState]] = {
+    OutboxState.PENDING: frozenset({OutboxState.SENDING}),
+    # back to PENDING: refused for now, or not in the sent folder after a crash; SENT: found there
+    OutboxState.SENDING: frozenset({OutboxState.HANDED, OutboxState.PENDING, OutboxState.FAILED, OutboxState.SENT}),
+    # PENDING or FAILED: the server refused the mail at its dot (or, after a crash, it is not in
+    # a sent folder that keeps every mail the server takes)
+    OutboxState.HANDED: frozenset({OutboxState.SENT, OutboxState.PENDING, OutboxState.FAILED}),
+    OutboxState.SENT: frozenset(),
+    OutboxState.FAILED: frozenset(),
+    OutboxState.SHADOW: frozenset(),
+}
+UNSENT = (OutboxState.PENDING, OutboxState.SENDING, OutboxState.HANDED)  # what the sender still has to do
+
+
+def allowed(source: str, target: OutboxState) -> bool:
+    return target in TRANSITIONS[OutboxState(source)]
+
+
+def _enter(row: OutboxMail, target: OutboxState) -> None:
+    """The one place a stored mail changes state."""
+    if not allowed(row.state, target):
+        raise OutboxStateError(f"outbox mail {row.id}: {row.state} -> {target} is not a transition")
+    row.state = target.value
+
+
+# --- writing mail to the outbox -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Limits:
+    per_purpose_per_day: int = 1  # answers of one purpose per address per dossier per day
+    per_address_per_day: int = 10  # all answers to one address per day
+
+
+@dataclass(frozen=True)
+class Draft:
+    purpose: str
+    sender: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    rendered: Rendered
+    subject: str
+    dossier_id: int | None = None
+    cause_pk: int | None = None
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    detail: dict[str, Any] = field(default_factory=dict)
+    client_mail: bool = True  # limits apply to mail to clients, not to staff notes
+
+
+def new_message_id(sender: str) -> str:
+    domain = sender.rpartition("@")[2] or "mailbot.localhost"
+    return f"mailbot.{uuid.uuid4().hex}@{domain}"
+
+
+def limit_reason(session: Session, draft: Draft, now: dt.datetime, limits: Limits) -> str | None:
+    """Why this draft must not go out (the RFC 3834 rate limits), or None."""
+    if not draft.client_mail:
+        return None
+    since = now - dt.timedelta(days=1)
+    for address in draft.to:
+        pattern = f'%"{address}"%'
+        same = select(func.count()).select_from(OutboxMail).where(
+            OutboxMail.created_at > since, col(OutboxMail.recipients).like(pattern))
+        if session.exec(same.where(OutboxMail.purpose == draft.purpose,
+                                   OutboxMail.dossier_id == draft.dossier_id)).one() >= limits.per_purpose_per_day:
+            return f"limit: a {draft.purpose} answer already went to {address} for this dossier in the last 24 hours"
+        if session.exec(same).one() >= limits.per_address_per_day:
+            return f"limit: {limits.per_address_per_day} answers to {address} in the last 24 hours"
+    return None
+
+
+def enqueue(session: Session, draft: Draft, now: dt.datetime, limits: Limits, shadow: bool = False) -> OutboxMail | None:
+    """Add the mail to the outbox (SHADOW in shadow mode, else PENDING), or record why not."""
+    if reason := limit_reason(session, draft, now, limits):
+        session.add(Decision(message_pk=draft.cause_pk, dossier_id=draft.dossier_id, at=now,
+                             purpose=draft.purpose, answered=False, reason=reason))
+        return None
+    state = OutboxState.SHADOW if shadow and draft.client_mail else OutboxState.PENDING
+    mail = OutboxMail(
+        message_id=new_message_id(draft.sender), purpose=draft.purpose, dossier_id=draft.dossier_id,
+        cause_pk=draft.cause_pk, sender=draft.sender, recipients=json.dumps(list(draft.to)),
+        cc=json.dumps(list(draft.cc)), subject=" ".join(draft.subject.split())[:300],
+        language=draft.rendered.language, body_text=draft.rendered.text, body_html=draft.rendered.html,
+        in_reply_to=draft.in_reply_to, references=" ".join(f"<{r}>" for r in draft.references[-20:]),
+        detail=json.dumps(draft.detail, ensure_ascii=False, default=str), created_at=now, state=state.value)
+    session.add(mail)
+    session.add(Decision(message_pk=draft.cause_pk, dossier_id=draft.dossier_id, at=now, purpose=draft.purpose,
+                         answered=True, reason=f"{draft.purpose} to {', '.join(draft.to)}"))
+    return mail
+
+
+# --- the sender's moves: each its own transaction ------------------------------------------------
+
+def claim(engine: Engine, now: dt.datetime) -> OutboxMail | None:
+    """The next mail due, moved to SENDING -- in one call: during a backlog each call waits
+    behind a mail of the pipeline on the database thread."""
+    with Session(engine, expire_on_commit=False) as session:
+        row = session.exec(select(OutboxMail).where(OutboxMail.state == OutboxState.PENDING.value,
+                                                    or_(col(OutboxMail.not_before).is_(None),
+                                                        OutboxMail.not_before <= now))
+                           .order_by(OutboxMail.id).limit(1)).first()  # LIMIT: .first() alone loads every row
+        if row is not None:
+            _enter(row, OutboxState.SENDING)
+            row.last_error, row.not_before = "", None
+            session.add(row)
+            session.commit()
+        return row
+
+
+def mark_handed(connection: Connection, row_id: int) -> None:
+    """SENDING -> HANDED on the caller's connection, which commits it (the sender writes the
+    final dot right after its commit). One UPDATE guarded by the state: no read before it."""
+    result = connection.execute(update(OutboxMail)
+                                .where(OutboxMail.id == row_id, OutboxMail.state == OutboxState.SENDING.value)
+                                .values(state=OutboxState.HANDED.value, last_error="", not_before=None))
+    if result.rowcount != 1:
+        raise OutboxStateError(f"outbox mail {row_id}: only a mail being sent can be handed over")
+
+
+def move(engine: Engine, row_id: int, target: OutboxState, error: str, now: dt.datetime, *,
+         attempts: int | None = None, not_before: dt.datetime | None = None, copy_owed: bool = False) -> None:
+    """Move a claimed mail on (see TRANSITIONS), with why; `now` is its sent time when SENT."""
+    with Session(engine) as session:
+        row = session.get(OutboxMail, row_id)
+        _enter(row, target)
+        row.last_error, row.not_before, row.copy_owed = error, not_before, copy_owed
+        if attempts is not None:
+            row.attempts = attempts
+        if target is OutboxState.SENT:
+            row.sent_at = now
+        session.add(row)
+        session.commit()
+
+
+def in_state(engine: Engine, state: OutboxState) -> list[OutboxMail]:
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.exec(select(OutboxMail).where(OutboxMail.state == state.value).order_by(OutboxMail.id)))
+
+
+def owing_copies(engine: Engine, limit: int = 20) -> list[OutboxMail]:
+    """Sent mail whose copy the sent folder did not take yet."""
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.exec(select(OutboxMail).where(OutboxMail.copy_owed == True)  # noqa: E712
+                                 .order_by(OutboxMail.id).limit(limit)))
+
+
+def copy_added(engine: Engine, row_id: int) -> None:
+    with engine.begin() as connection:
+        connection.execute(update(OutboxMail).where(OutboxMail.id == row_id).values(copy_owed=False))
+
+
+# --- what the others read -------------------------------------------------------------------------
+
+def unsent_count(session: Session) -> int:
+    return session.exec(select(func.count()).select_from(OutboxMail)
+                        .where(col(OutboxMail.state).in_([s.value for s in UNSENT]))).one()
+
+
+def counts(session: Session) -> dict[str, int]:
+    """Mails per state (only the states that have some)."""
+    return dict(session.exec(select(OutboxMail.state, func.count()).group_by(OutboxMail.state)).all())
+
+
+def copies_owed_count(session: Session) -> int:
+    return session.exec(select(func.count()).select_from(OutboxMail).where(OutboxMail.copy_owed == True)).one()  # noqa: E712
+
+
+def shadow_since(session: Session, since: dt.datetime) -> list[OutboxMail]:
+    """What shadow mode kept back since `since`, for the staff's digest."""
+    return list(session.exec(select(OutboxMail).where(OutboxMail.state == OutboxState.SHADOW.value,
+                                                      OutboxMail.created_at >= since)))
+
+
+def written_after(session: Session, last_id: int) -> list[OutboxMail]:
+    """Every mail written to the outbox after the one numbered `last_id`, in order."""
+    return list(session.exec(select(OutboxMail).where(OutboxMail.id > last_id).order_by(OutboxMail.id)))
+
+
+def written_since(session: Session, purpose: str, since: dt.datetime) -> bool:
+    return session.exec(select(OutboxMail.id).where(OutboxMail.purpose == purpose,
+                                                    OutboxMail.created_at >= since)).first() is not None
