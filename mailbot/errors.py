@@ -49,3 +49,17 @@ class StoreError(MailbotError):
 
 class SandboxError(MailbotError):
     """A local sandbox server (Dovecot, pymap, the SMTP sink) cannot be started or used."""
+
+
+class SignInError(MailbotError):
+    """Signing in to a mail server failed (OAuth2 token or login); the message names the
+    mailbox and, where there is one, the provider's or the server's answer."""
+
+
+class CredentialsRefused(SignInError):
+    """The token endpoint or the mail server refused the credentials (wrong or revoked secret,
+    missing permission): nothing changes until someone fixes them, so retries are slow."""
+
+
+class TokenUnavailable(SignInError):
+    """The token endpoint could not be reached or failed (network, 5xx): tried again soon."""

@@ -27,20 +27,22 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from mailbot.config import Daemon, Imap
-from mailbot.errors import StoreError
+from mailbot.errors import SignInError, StoreError
 from mailbot.pipeline import Seen
 from mailbot.store.models import FolderState
+from mailbot.transport.oauth import Credential, imap_login
 
 log = logging.getLogger("mailbot.imap")
-# What a broken or vanished connection raises: reconnect and catch up.
-CONNECTION_ERRORS = (IMAPClientError, OSError, ssl.SSLError, EOFError, socket.timeout, ValueError)
+# What a broken or vanished connection raises: reconnect and catch up. A sign-in refused is
+# waited out the same way (with backoff; the token source holds the provider off for longer).
+CONNECTION_ERRORS = (IMAPClientError, OSError, ssl.SSLError, EOFError, socket.timeout, ValueError, SignInError)
 T = TypeVar("T")
 
 
 class ImapFolder:
     """One synchronous connection to one folder."""
 
-    def __init__(self, cfg: Imap, password: str, folder: str, timeout: float = 30.0) -> None:
+    def __init__(self, cfg: Imap, password: Credential, folder: str, timeout: float = 30.0) -> None:
         self.cfg, self.password, self.folder, self.timeout = cfg, password, folder, timeout
         self.client: IMAPClient | None = None
         self.uidvalidity = 0
@@ -59,7 +61,7 @@ class ImapFolder:
         sock = client.socket()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        client.login(cfg.user, self.password)
+        imap_login(client, cfg.user, self.password)
         if not client.folder_exists(self.folder):
             client.create_folder(self.folder)
         selected = client.select_folder(self.folder)
@@ -170,7 +172,7 @@ class SentFolder:
     made at first use, made again when it dropped, one call at a time (the calls run in worker
     threads)."""
 
-    def __init__(self, cfg: Imap, password: str, folder: str, timeout: float = 30.0) -> None:
+    def __init__(self, cfg: Imap, password: Credential, folder: str, timeout: float = 30.0) -> None:
         self.conn = ImapFolder(cfg, password, folder, timeout)
         self.lock = threading.Lock()
 
@@ -223,7 +225,7 @@ class FolderWatcher:
     mailbox: str
     folder: str
     cfg: Imap
-    password: str
+    password: Credential
     process: Process
     state: FolderStateStore
     daemon: Daemon

@@ -40,8 +40,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from mailbot.config import Daemon, Smtp
+from mailbot.errors import SignInError
 from mailbot.store.models import OutboxMail
 from mailbot.transport.compose import compose
+from mailbot.transport.oauth import Credential, smtp_login
 
 log = logging.getLogger("mailbot.smtp")
 
@@ -51,7 +53,8 @@ SentClose = Callable[[], Awaitable[None]]
 DOT_TIMEOUT_SECONDS = 600
 
 
-def smtp_options(cfg: Smtp, password: str | None) -> dict:
+def smtp_options(cfg: Smtp) -> dict:
+    """How to connect; the login is smtp_login's, after the connection is made."""
     options: dict = {"hostname": cfg.host, "port": cfg.port, "timeout": 30}
     if cfg.security == "tls":
         options.update(use_tls=True, tls_context=ssl.create_default_context())
@@ -60,8 +63,6 @@ def smtp_options(cfg: Smtp, password: str | None) -> dict:
         options.update(start_tls=True, tls_context=ssl.create_default_context())
     else:
         options.update(use_tls=False, start_tls=False)
-    if cfg.user:
-        options.update(username=cfg.user, password=password)
     return options
 
 
@@ -104,7 +105,7 @@ class OutboxSender:
     engine: object
     run_db: Callable
     cfg: Smtp
-    password: str | None
+    password: Credential | None  # None: no AUTH
     daemon: Daemon
     clock: Callable[[], dt.datetime]
     stop: asyncio.Event
@@ -159,8 +160,13 @@ class OutboxSender:
         if self._smtp is not None and self._smtp.is_connected:
             return self._smtp
         self._drop()
-        smtp = _HandingSMTP(self._database_held, self._no_hand_over, **smtp_options(self.cfg, self.password))
+        smtp = _HandingSMTP(self._database_held, self._no_hand_over, **smtp_options(self.cfg))
         await smtp.connect()  # closes itself when it fails
+        try:
+            await smtp_login(smtp, self.cfg.user, self.password)
+        except BaseException:
+            smtp.close()
+            raise
         self._smtp = smtp
         return smtp
 
@@ -273,9 +279,11 @@ class OutboxSender:
                     self._drop()
                     if reused and not handed and exc.code == 421:
                         continue  # the server ends this connection (too many mails on it, idle)
-                    await self._failed(row, f"{exc.code} {exc.message}"[:300], permanent=500 <= exc.code < 600)
+                    # A refused login is the credentials' fault, not the mail's: it waits for them.
+                    permanent = 500 <= exc.code < 600 and not isinstance(exc, aiosmtplib.SMTPAuthenticationError)
+                    await self._failed(row, f"{exc.code} {exc.message}"[:300], permanent=permanent)
                     return
-                except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+                except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, SignInError) as exc:
                     self._drop()
                     if reused and not handed and isinstance(exc, (OSError, asyncio.TimeoutError)):
                         continue  # a kept connection gone dead: before the dot, the server cannot have the mail
