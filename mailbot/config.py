@@ -7,8 +7,10 @@ naming the key.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -43,8 +45,6 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 def read_secret(env: str | None, file: Path | None, what: str, name: str = "password") -> str | None:
     """A secret from the environment variable `env` or the first line of `file`; None when
     neither is set. Never from the configuration file itself."""
-    import os
-
     if env:
         value = os.environ.get(env)
         if value is None:
@@ -74,8 +74,6 @@ MICROSOFT_AUTHORITY = "https://login.microsoftonline.com"
 
 
 def _https(url: str, where: str) -> str:
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
         raise ValueError(f"{where} must be an https:// address, not {url!r}")

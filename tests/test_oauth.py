@@ -7,23 +7,23 @@ import email
 import email.policy
 import itertools
 import logging
-import os
 import secrets
 import shutil
 import tempfile
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import aiosmtplib
 import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
-from mailworld import CLIENT, WL, World, form_mail, purpose, wait_for
+from mailworld import WL, World, form_mail, purpose, wait_for
 from oauth_servers import OAuthDovecot, OAuthSmtp, TokenProvider, client_certificate
 from sqlmodel import select
 
-from mailbot.config import OAuth2, parse_settings
+from mailbot.config import ROOT, OAuth2, load_settings, parse_settings
 from mailbot.errors import ConfigError, CredentialsRefused, TokenUnavailable
 from mailbot.store.models import FolderState, OutboxMail
 from mailbot.transport.oauth import (
@@ -235,6 +235,22 @@ def test_oauth2_config_mistakes(section, words):
     with pytest.raises(ConfigError, match=words):
         parse_settings({"mailboxes": {"worldline": {"address": "ecom@worldline.localhost", "imap": imap},
                                       "bosa": {"address": "sm@bosa.localhost"}}})
+
+
+def test_example_config_sections():
+    """The Microsoft sections of config.example.toml are live; its Google one is commented out
+    (BOSA's provider is not known): both must stay valid."""
+    example = load_settings(ROOT / "config.example.toml")
+    wl = example.mailboxes["worldline"].imap
+    assert wl.auth == example.smtp.auth == "oauth2" and wl.oauth2 == example.smtp.oauth2
+    assert wl.oauth2.token_scope == "https://outlook.office365.com/.default"
+    text = (ROOT / "config.example.toml").read_text()
+    block = text.split("# [mailboxes.bosa.imap.oauth2]\n", 1)[1].split("\n\n", 1)[0]
+    google = tomllib.loads("\n".join(line.removeprefix("# ") for line in block.splitlines()))
+    imap = {"host": "imap.gmail.com", "user": "sm@bosa.localhost", "auth": "oauth2", "oauth2": google}
+    settings = parse_settings({"mailboxes": {"worldline": {"address": "ecom@worldline.localhost"},
+                                             "bosa": {"address": "sm@bosa.localhost", "imap": imap}}})
+    assert settings.mailboxes["bosa"].imap.oauth2.scope == GOOGLE_SCOPE
 
 
 def test_same_credentials_share_one_source(tmp_path):
@@ -457,3 +473,25 @@ def test_wrong_secret_alerts_staff_and_retries_slowly(oauth_world, provider, mon
     with w.session() as s:
         assert all(not row.reported_down for row in s.exec(select(FolderState)))
         assert not s.exec(select(OutboxMail).where(OutboxMail.state == "failed")).all()
+
+
+def test_smtp_password_login_still_works(oauth_dovecot):
+    """smtp_login with a password (auth = "password"): AUTH PLAIN/LOGIN as before."""
+    from mailbot.transport.sandbox import LocalSmtp
+
+    server = LocalSmtp(oauth_dovecot.host, oauth_dovecot.port, auth=("bot", "right-password")).start()
+
+    async def sign_in(password):
+        smtp = aiosmtplib.SMTP(hostname=server.host, port=server.port, use_tls=False, start_tls=False)
+        await smtp.connect()
+        try:
+            await smtp_login(smtp, "bot", password)
+        finally:
+            smtp.close()
+
+    try:
+        asyncio.run(sign_in("right-password"))
+        with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+            asyncio.run(sign_in("wrong-password"))
+    finally:
+        server.stop()
