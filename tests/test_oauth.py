@@ -96,12 +96,12 @@ def app(provider, monkeypatch, user, **more) -> tuple[str, str]:
 # --- the token sources against the token endpoint -------------------------------------------
 
 def test_microsoft_token_renewed_before_it_expires(provider, monkeypatch):
-    provider.lifetime = 2.0
+    provider.lifetime = 4.0
     client_id, env = app(provider, monkeypatch, "someone")
-    source = MsalClientCredentials(microsoft(provider, client_id, env, renew_before_seconds=0.5), "mailboxes.worldline.imap")
+    source = MsalClientCredentials(microsoft(provider, client_id, env, renew_before_seconds=1.5), "mailboxes.worldline.imap")
     first = source.token()
     assert source.token() == first and len(provider.tokens_of(client_id)) == 1  # kept in memory
-    time.sleep(1.6)  # past the renewal point (1.5 s), before the expiry (2 s)
+    time.sleep(2.8)  # past the renewal point (2.5 s), before the expiry (4 s)
     assert provider.active(first) is not None
     second = source.token()
     assert second != first and len(provider.tokens_of(client_id)) == 2
@@ -208,7 +208,7 @@ def test_provider_down_the_valid_token_still_serves(provider, monkeypatch):
     provider.fail_with = (503, "temporarily_unavailable")
     time.sleep(1.2)  # renewal due, but the provider fails: the old token is still valid
     assert source.token() == first
-    time.sleep(1.0)  # expired now
+    time.sleep(1.5)  # expired now
     with pytest.raises(TokenUnavailable, match="failed: HTTP Error: 503"):
         source.token()
 

@@ -362,7 +362,9 @@ def imap_login(client: IMAPClient, user: str, credential: Credential) -> None:
     except LoginError as exc:
         answer = f"{mechanism} {exc}" + (f" {errors[-1].decode('utf-8', 'replace')[:300]}" if errors else "")
         if "[UNAVAILABLE]" in str(exc).upper():  # the server could not check the token now
-            raise TokenUnavailable(f"{credential.where}: {credential.host} could not check the token: {answer}") from exc
+            unavailable = TokenUnavailable(f"{credential.where}: {credential.host} could not check the token: {answer}")
+            credential.failed(unavailable)
+            raise unavailable from exc
         raise credential.server_refused(token, answer) from exc
     credential.succeeded()
 
