@@ -8,9 +8,11 @@ mailbot is started from (a service's working directory is not the administrator'
 from __future__ import annotations
 
 import datetime as dt
+import os
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -50,6 +52,22 @@ def _from_folder(value: Path | None, info: ValidationInfo) -> Path | None:
     return value if value.is_absolute() or folder is None else folder / value
 
 
+def read_secret(env: str | None, file: Path | None, what: str, name: str = "password") -> str | None:
+    """A secret from the environment variable `env` or the first line of `file`; None when
+    neither is set. Never from the configuration file itself."""
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(f"{what}: the environment variable {env} is not set")
+        return value
+    if file:
+        try:
+            return file.read_text(encoding="utf-8").splitlines()[0]
+        except (OSError, IndexError) as exc:
+            raise ConfigError(f"{what}: cannot read the {name} file {file}") from exc
+    return None
+
+
 class Secret(_Strict):
     """Where a password comes from: never the configuration file itself."""
     password_env: str | None = None  # the name of an environment variable
@@ -58,19 +76,120 @@ class Secret(_Strict):
     _password_file_from_folder = field_validator("password_file")(lambda cls, v, info: _from_folder(v, info))
 
     def password(self, what: str) -> str:
-        import os
+        value = read_secret(self.password_env, self.password_file, what)
+        if value is None:
+            raise ConfigError(f"{what}: set password_env or password_file")
+        return value
 
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(f"{what}: the environment variable {self.password_env} is not set")
-            return value
-        if self.password_file:
-            try:
-                return self.password_file.read_text(encoding="utf-8").splitlines()[0]
-            except (OSError, IndexError) as exc:
-                raise ConfigError(f"{what}: cannot read the password file {self.password_file}") from exc
-        raise ConfigError(f"{what}: set password_env or password_file")
+
+MICROSOFT_AUTHORITY = "https://login.microsoftonline.com"
+
+
+def _https(url: str, where: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(f"{where} must be an https:// address, not {url!r}")
+    return url.rstrip("/")
+
+
+class OAuth2(_Strict):
+    """How the bot gets OAuth2 access tokens for a mailbox or the sender.
+
+    "microsoft": Microsoft 365 (Entra ID), client-credentials grant through MSAL, with the
+    application permissions IMAP.AccessAsApp / SMTP.SendAsApp (see README). "generic": any
+    OAuth2 token endpoint (Google and others), refresh-token grant when a refresh token is
+    configured, else client credentials. Identical sections share one token source.
+    """
+    provider: str = Field(pattern="^(microsoft|generic)$")
+    client_id: str
+    # The client secret, from an environment variable or a file (first line) ...
+    client_secret_env: str | None = None
+    client_secret_file: Path | None = None
+    # ... or a certificate: a PEM file with the private key and the certificate (Microsoft
+    # also takes a .pfx without passphrase). Generic providers get it as private_key_jwt.
+    certificate_file: Path | None = None
+    # microsoft
+    tenant: str | None = None  # the directory (tenant) ID or a verified domain
+    authority: str | None = None  # default https://login.microsoftonline.com/<tenant>
+    # generic
+    token_url: str | None = None
+    refresh_token_env: str | None = None
+    refresh_token_file: Path | None = None
+    scope: str | None = None  # microsoft: https://outlook.office365.com/.default
+    # A token is renewed this long before it expires (at most half its lifetime).
+    renew_before_seconds: float = Field(default=300, ge=0)
+    # After the provider refused the credentials it is asked again after this long, then
+    # twice as long each time, up to an hour: a wrong secret never makes a tight loop.
+    retry_seconds: float = Field(default=60, gt=0)
+    # A CA bundle for the token endpoint's certificate (default: the usual trusted roots).
+    ca_file: Path | None = None
+
+    _files_from_folder = field_validator("client_secret_file", "certificate_file", "refresh_token_file", "ca_file")(
+        lambda cls, v, info: _from_folder(v, info))
+
+    @model_validator(mode="after")
+    def _complete(self) -> "OAuth2":
+        if self.client_secret_env and self.client_secret_file:
+            raise ValueError("oauth2: set client_secret_env or client_secret_file, not both")
+        has_secret = bool(self.client_secret_env or self.client_secret_file)
+        if has_secret and self.certificate_file:
+            raise ValueError("oauth2: set a client secret or certificate_file, not both")
+        if self.provider == "microsoft":
+            if not (self.tenant or self.authority):
+                raise ValueError("oauth2: provider 'microsoft' needs tenant (the directory ID or domain)")
+            if not (has_secret or self.certificate_file):
+                raise ValueError("oauth2: provider 'microsoft' needs client_secret_env, client_secret_file "
+                                 "or certificate_file")
+            if self.token_url or self.refresh_token_env or self.refresh_token_file:
+                raise ValueError("oauth2: token_url and refresh_token_* are for provider 'generic'")
+            if self.authority:
+                _https(self.authority, "oauth2.authority")
+        else:
+            if not self.token_url:
+                raise ValueError("oauth2: provider 'generic' needs token_url")
+            _https(self.token_url, "oauth2.token_url")
+            if not self.scope:
+                raise ValueError("oauth2: provider 'generic' needs scope (Google: https://mail.google.com/)")
+            if self.refresh_token_env and self.refresh_token_file:
+                raise ValueError("oauth2: set refresh_token_env or refresh_token_file, not both")
+            refresh = bool(self.refresh_token_env or self.refresh_token_file)
+            if not refresh and not (has_secret or self.certificate_file):
+                raise ValueError("oauth2: the client-credentials grant needs a client secret or certificate_file")
+            if self.tenant or self.authority:
+                raise ValueError("oauth2: tenant and authority are for provider 'microsoft'")
+        return self
+
+    @property
+    def token_scope(self) -> str:
+        return self.scope or "https://outlook.office365.com/.default"
+
+    @property
+    def authority_url(self) -> str:
+        return (self.authority or f"{MICROSOFT_AUTHORITY}/{self.tenant}").rstrip("/")
+
+    def client_secret(self, what: str) -> str | None:
+        return read_secret(self.client_secret_env, self.client_secret_file, what, "client secret")
+
+    def refresh_token(self, what: str) -> str | None:
+        return read_secret(self.refresh_token_env, self.refresh_token_file, what, "refresh token")
+
+
+class Login(Secret):
+    """How the bot signs in: a password, or an OAuth2 access token (XOAUTH2/OAUTHBEARER)."""
+    auth: str = Field(default="password", pattern="^(password|oauth2)$")
+    oauth2: OAuth2 | None = None
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> "Login":
+        if self.auth == "oauth2":
+            if self.oauth2 is None:
+                raise ValueError('auth = "oauth2" needs an oauth2 section (see config.example.toml)')
+            if self.password_env or self.password_file:
+                raise ValueError('password_env and password_file are for auth = "password"; '
+                                 "with oauth2 the secrets are in the oauth2 section")
+        elif self.oauth2 is not None:
+            raise ValueError('an oauth2 section is set but auth is "password": set auth = "oauth2"')
+        return self
 
 
 def _security(host: str, security: str, where: str) -> None:
@@ -78,7 +197,7 @@ def _security(host: str, security: str, where: str) -> None:
         raise ValueError(f"{where}: security 'plain' is allowed only to a loopback host, not {host!r}")
 
 
-class Imap(Secret):
+class Imap(Login):
     host: str
     port: int = 993
     user: str
@@ -94,7 +213,7 @@ class Imap(Secret):
         return self
 
 
-class Smtp(Secret):
+class Smtp(Login):
     host: str
     port: int = 587
     user: str | None = None  # no AUTH when absent
@@ -106,6 +225,8 @@ class Smtp(Secret):
     @model_validator(mode="after")
     def _plain_only_on_loopback(self) -> "Smtp":
         _security(self.host, self.security, "smtp")
+        if self.auth == "oauth2" and not self.user:
+            raise ValueError('smtp: auth = "oauth2" needs user (the mailbox the bot sends as)')
         return self
 
 

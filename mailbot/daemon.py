@@ -32,6 +32,7 @@ from mailbot.store.folders import FolderStateStore
 from mailbot.store.models import FolderState
 from mailbot.transport.imap import FolderWatcher, ImapSentFolder
 from mailbot.transport.sent import Filing, NullSentFolder, SentFolder
+from mailbot.transport.oauth import TokenSources
 from mailbot.transport.smtp import OutboxSender
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -61,11 +62,14 @@ class Daemon:
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailbot-db")
         self.readers = Readers(self.ctx.form_rules, self.ctx.document_rules, self.settings.daemon.readers)
         self.state = FolderStateStore(self.engine, self.run_db, self.clock)
-        self.passwords = {name: box.imap.password(f"mailboxes.{name}.imap")
+        # A password, or an OAuthLogin (a use of a token source shared by identical oauth2 sections).
+        tokens = TokenSources()
+        self.passwords = {name: tokens.credential(box.imap, f"mailboxes.{name}.imap", box.imap.host)
                           for name, box in self.settings.mailboxes.items() if box.imap}
         self.sent_folder = self._sent_folder()
         smtp = self.settings.smtp
-        self.sender = OutboxSender(self.engine, self.run_db, smtp, smtp.password("smtp") if smtp.user else None,
+        self.sender = OutboxSender(self.engine, self.run_db, smtp,
+                                   tokens.credential(smtp, "smtp", smtp.host) if smtp.user else None,
                                    self.settings.daemon, self.clock, self.stop, sent=self.sent_folder)
 
     async def run_db(self, fn: Callable, *args, **kwargs):
@@ -195,14 +199,16 @@ class Daemon:
         with Session(self.engine) as session:
             for row in session.exec(select(FolderState)):
                 last = row.last_contact or started
-                down = now - last > limit
+                # Refused credentials do not mend by waiting: reported at once.
+                refused = getattr(self.passwords.get(row.mailbox), "refused", None)
+                down = now - last > limit or refused is not None
                 if down == row.reported_down:
                     continue
                 row.reported_down = down
                 session.add(row)
                 box = self.settings.mailboxes[row.mailbox]
                 context = {"dossier": None, "now": now.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M"), "down": down,
-                           "mailbox": row.mailbox, "folder": row.folder, "error": row.last_error,
+                           "mailbox": row.mailbox, "folder": row.folder, "error": row.last_error, "refused": refused,
                            "since": last.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M")}
                 rendered = self.ctx.renderer.render("watchdog", "en", context)
                 to = tuple(dict.fromkeys((box.address, self.settings.mailboxes[self.settings.answers.from_mailbox].address)))

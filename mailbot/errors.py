@@ -91,6 +91,10 @@ class SmtpError(TransportError):
         self.code = code
 
 
+class SmtpLoginFailed(SmtpError):
+    """The SMTP server refused the login: mail waits in the outbox until the credentials work."""
+
+
 class SmtpTemporary(SmtpError):
     """Worth trying again later: a 4xx reply, or no reply at all."""
 
@@ -101,3 +105,17 @@ class SmtpConnectionLost(SmtpTemporary, ConnectionLost):
 
 class SmtpPermanent(SmtpError):
     """A 5xx reply: the server will not take this mail, now or later."""
+
+
+class SignInError(TransportError):
+    """Signing in to a mail server failed (OAuth2 token or login); the message names the
+    mailbox and, where there is one, the provider's or the server's answer."""
+
+
+class CredentialsRefused(SignInError):
+    """The token endpoint or the mail server refused the credentials (wrong or revoked secret,
+    missing permission): nothing changes until someone fixes them, so retries are slow."""
+
+
+class TokenUnavailable(SignInError):
+    """The token endpoint could not be reached or failed (network, 5xx): tried again soon."""

@@ -19,6 +19,7 @@ from mailbot.errors import (
     ImapConnectionLost,
     ImapLoginFailed,
     SmtpConnectionLost,
+    SmtpLoginFailed,
     SmtpPermanent,
     SmtpTemporary,
 )
@@ -151,8 +152,9 @@ SMTP = Smtp(host="127.0.0.1", port=25, security="plain")
     (aiosmtplib.SMTPRecipientRefused(550, "no such user", "a@b.be"), SmtpPermanent,
      "550 no such user (127.0.0.1, RCPT TO)"),
     (aiosmtplib.SMTPDataError(451, "try later"), SmtpTemporary, "451 try later (127.0.0.1, DATA)"),
-    (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), SmtpPermanent,
-     "535 bad credentials (127.0.0.1, login)"),
+    # a refused login is the credentials' fault, not the mail's: not permanent, the mail waits
+    (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), SmtpLoginFailed,
+     "login refused by 127.0.0.1: 535 bad credentials"),
     (aiosmtplib.SMTPServerDisconnected("Connection lost"), SmtpConnectionLost,
      "connection to 127.0.0.1 lost (sending): SMTPServerDisconnected: Connection lost"),
     (aiosmtplib.SMTPReadTimeoutError("Timed out"), SmtpConnectionLost, "no answer from 127.0.0.1 (sending)"),
@@ -196,7 +198,8 @@ def sender_for(tmp_path, cfg: Smtp, password: str | None):
 
 
 @pytest.mark.parametrize("password, state, error", [
-    ("wrong", "failed", "535 5.7.8 Authentication credentials invalid (127.0.0.1, login)"),
+    # a refused login fails no mail: it waits in the outbox for the credentials to be mended
+    ("wrong", "pending", "login refused by 127.0.0.1: 535 5.7.8 Authentication credentials invalid"),
     ("s3cret", "sent", ""),
 ])
 def test_the_sender_records_what_the_server_said(tmp_path, smtp_with_auth, password, state, error):

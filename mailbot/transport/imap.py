@@ -30,11 +30,13 @@ from mailbot.errors import (
     ImapConnectionLost,
     ImapError,
     ImapLoginFailed,
+    SignInError,
     StoreError,
 )
 from mailbot.pipeline import Seen
 from mailbot.shims import imapclient_imaplib
 from mailbot.store.folders import FolderStateStore
+from mailbot.transport.oauth import Credential, imap_login
 from mailbot.transport.sent import Filing
 
 log = logging.getLogger("mailbot.imap")
@@ -71,14 +73,16 @@ def call(conn: ImapFolder, fn: Callable[..., T], *args) -> T:
         raise imap_error(exc, conn) from exc
 
 
-def login(client: IMAPClient, cfg: Imap, password: str) -> None:
-    client.login(cfg.user, password)
+def login(client: IMAPClient, cfg: Imap, password: Credential) -> None:
+    """LOGIN with a password, or OAuth2 (mailbot/transport/oauth.py); a refused OAuth2 sign-in
+    is a SignInError naming the mailbox and the server's answer."""
+    imap_login(client, cfg.user, password)
 
 
 class ImapFolder:
     """One synchronous connection to one folder."""
 
-    def __init__(self, cfg: Imap, password: str, folder: str, timeout: float = 30.0) -> None:
+    def __init__(self, cfg: Imap, password: Credential, folder: str, timeout: float = 30.0) -> None:
         self.cfg, self.password, self.folder, self.timeout = cfg, password, folder, timeout
         self.client: IMAPClient | None = None
         self.step = "connect"  # what it does now, for the error messages
@@ -211,7 +215,7 @@ class ImapSentFolder:
     look-ups and copies, made at first use, made again when it dropped, one call at a time (the
     calls run in worker threads)."""
 
-    def __init__(self, cfg: Imap, password: str, folder: str, filing: Filing, timeout: float = 30.0) -> None:
+    def __init__(self, cfg: Imap, password: Credential, folder: str, filing: Filing, timeout: float = 30.0) -> None:
         self.conn = ImapFolder(cfg, password, folder, timeout)
         self.filing = filing
         self.lock = threading.Lock()
@@ -270,7 +274,7 @@ class FolderWatcher:
     mailbox: str
     folder: str
     cfg: Imap
-    password: str
+    password: Credential
     process: Process
     state: FolderStateStore
     daemon: Daemon
@@ -287,12 +291,12 @@ class FolderWatcher:
                     await self._io(conn, conn.connect)
                     backoff = 1.0
                     await self._serve(conn, thread_stop)
-                except (ImapError, SQLAlchemyError, StoreError) as exc:
+                except (ImapError, SignInError, SQLAlchemyError, StoreError) as exc:
                     # The database failing (locked, full) is waited out like a lost connection:
                     # the mail stays on the server, unflagged, and is taken again after it. Any
                     # other error -- a bug in the pipeline -- ends the task, loudly.
                     reason = f"{type(exc).__name__}: {str(exc)[:200]}"
-                    lost = ("imap login refused" if isinstance(exc, ImapLoginFailed) else
+                    lost = ("imap login refused" if isinstance(exc, (ImapLoginFailed, SignInError)) else
                             "imap connection lost" if isinstance(exc, ImapError) else "database error")
                     log.warning(lost, extra={"mailbox": self.mailbox, "folder": self.folder, "reason": reason})
                     with contextlib.suppress(SQLAlchemyError):  # the store may be what failed

@@ -40,7 +40,9 @@ from mailbot.config import Daemon, Smtp
 from mailbot.errors import (
     ConnectionLost,
     SmtpConnectionLost,
+    SignInError,
     SmtpError,
+    SmtpLoginFailed,
     SmtpPermanent,
     SmtpTemporary,
     TransportError,
@@ -49,12 +51,14 @@ from mailbot.outbox import OutboxState, claim, copy_added, in_state, mark_handed
 from mailbot.shims.aiosmtplib_data import HandingSMTP
 from mailbot.store.models import OutboxMail
 from mailbot.transport.compose import compose
+from mailbot.transport.oauth import Credential, smtp_login
 from mailbot.transport.sent import Filing, NullSentFolder, SentFolder
 
 log = logging.getLogger("mailbot.smtp")
 
 
 def smtp_options(cfg: Smtp) -> dict:
+    """How to connect; the login is `login`'s, once the connection is made."""
     options: dict = {"hostname": cfg.host, "port": cfg.port, "timeout": 30}
     if cfg.security == "tls":
         options.update(use_tls=True, tls_context=ssl.create_default_context())
@@ -66,10 +70,10 @@ def smtp_options(cfg: Smtp) -> dict:
     return options
 
 
-async def login(smtp: aiosmtplib.SMTP, cfg: Smtp, password: str | None) -> None:
-    """Log in on a connected session (nothing to do without a user)."""
-    if cfg.user:
-        await smtp.login(cfg.user, password or "")
+async def login(smtp: aiosmtplib.SMTP, cfg: Smtp, password: Credential | None) -> None:
+    """Log in on a connected session with a password or an OAuth2 token (nothing to do without
+    a user); a token that cannot be had is a SignInError."""
+    await smtp_login(smtp, cfg.user, password)
 
 
 # The step a refusal names, by aiosmtplib's exception.
@@ -83,6 +87,9 @@ def smtp_error(exc: BaseException, cfg: Smtp, step: str) -> SmtpError:
     """The narrow error for what aiosmtplib or the socket raised, naming the host and the step."""
     host = cfg.host
     step = next((name for kind, name in _STEPS if isinstance(exc, kind)), step)
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        # The credentials' fault, not the mail's: the mail waits for them to be mended.
+        return SmtpLoginFailed(f"login refused by {host}: {exc.code} {exc.message}", exc.code)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         kind = SmtpPermanent if 500 <= exc.code < 600 else SmtpTemporary
         return kind(f"{exc.code} {exc.message} ({host}, {step})", exc.code)
@@ -114,7 +121,7 @@ class OutboxSender:
     engine: object
     run_db: Callable
     cfg: Smtp
-    password: str | None
+    password: Credential | None  # None: no AUTH
     daemon: Daemon
     clock: Callable[[], dt.datetime]
     stop: asyncio.Event
@@ -289,14 +296,15 @@ class OutboxSender:
                     finally:
                         smtp.hand_over = self._no_hand_over
                     break
-                except SmtpError as exc:
+                except (SmtpError, SignInError) as exc:
                     self._drop()
                     # 421: the server ends this connection (too many mails on it, idle); a kept
                     # connection gone dead: before the dot, the server cannot have the mail.
-                    again = exc.code == 421 if exc.code is not None else isinstance(exc, SmtpConnectionLost)
+                    code = getattr(exc, "code", None)
+                    again = code == 421 if code is not None else isinstance(exc, SmtpConnectionLost)
                     if reused and not handed and again:
                         continue
-                    if handed and exc.code is None:
+                    if handed and code is None:
                         # No answer to the dot: the server may have the mail, and twice is what
                         # must never happen. Counted as sent; its copy is looked up, then added.
                         owed = self.sent.filing is Filing.BOT
