@@ -49,3 +49,24 @@ class StoreError(MailbotError):
 
 class SandboxError(MailbotError):
     """A local sandbox server (Dovecot, pymap, the SMTP sink) cannot be started or used."""
+
+
+# --- connection steps (mailbot doctor, and the daemon's own connection errors) -------------
+
+class ConnectionStepFailed(MailbotError, ConnectionError):
+    """A step of reaching a mail server failed: the message names the host and the step
+    ("cannot resolve imap.bosa.invalid: ...", "login refused by outlook.office365.com: ...").
+
+    Also a ConnectionError, so that whatever waits out a lost connection (reconnect with backoff)
+    waits this out too."""
+
+    STEPS = {
+        "resolve": "cannot resolve {host}",
+        "connect": "cannot connect to {host}",
+        "tls": "TLS with {host} failed",
+        "login": "login refused by {host}",
+    }
+
+    def __init__(self, host: str, step: str, detail: str) -> None:
+        super().__init__(f"{self.STEPS[step].format(host=host)}: {detail}")
+        self.host, self.step, self.detail = host, step, detail
