@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -197,6 +197,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         return asyncio.run(Daemon(settings).serve())
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check a configuration before going live: one line per step, exit 1 when one fails."""
+    from mailbot.config import load_settings
+    from mailbot.doctor import Check, Status, diagnose, lines, summary
+
+    checks: list[Check] = []
+
+    def made() -> Iterator[Check]:
+        try:
+            settings = load_settings(args.config)
+        except MailbotError as exc:
+            yield Check(Status.FAIL, "config", str(exc), "fix the file (see config.example.toml)", "config")
+            return
+        yield Check(Status.OK, "config", f"{args.config} read", scope="config")
+        yield from diagnose(settings, timeout=args.timeout, send_to=args.send_test)
+
+    def kept(source: Iterator[Check]) -> Iterator[Check]:
+        for check in source:
+            checks.append(check)
+            yield check
+
+    for line in lines(kept(made())):
+        print(line, flush=True)  # as it comes: a server that does not answer shows where it waits
+    print(summary(checks))
+    return 1 if any(c.status is Status.FAIL for c in checks) else 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from mailbot.status import render_status, status
 
@@ -253,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--db", help="database URL (default: the configuration's)")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+    doc = sub.add_parser("doctor", help="check a configuration's servers, database, rules and templates")
+    doc.add_argument("--config", required=True, help="configuration file (see config.example.toml)")
+    doc.add_argument("--send-test", metavar="ADDRESS", help="also send one plain test mail to ADDRESS")
+    doc.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                     help="how long to wait for each server (default 10)")
+    doc.set_defaults(func=cmd_doctor)
     mark = sub.add_parser("mark", help="mark a dossier's step done by hand (its deadline is met)")
     mark.add_argument("dossier", help="the dossier reference, e.g. EPAY-2027-0042")
     mark.add_argument("step", choices=["prevalidated", "access_sent"])

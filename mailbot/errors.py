@@ -119,3 +119,21 @@ class CredentialsRefused(SignInError):
 
 class TokenUnavailable(SignInError):
     """The token endpoint could not be reached or failed (network, 5xx): tried again soon."""
+
+
+class ConnectionStepFailed(ImapError):
+    """A step of reaching a mail server failed: the message names the host and the step
+    ("cannot resolve imap.bosa.invalid: ...", "login refused by outlook.office365.com: ...").
+
+    An ImapError: the watcher waits it out like a lost connection (reconnect with backoff)."""
+
+    STEPS = {
+        "resolve": "cannot resolve {host}",
+        "connect": "cannot connect to {host}",
+        "tls": "TLS with {host} failed",
+        "login": "login refused by {host}",
+    }
+
+    def __init__(self, host: str, step: str, detail: str) -> None:
+        super().__init__(f"{self.STEPS[step].format(host=host)}: {detail}")
+        self.host, self.step, self.detail = host, step, detail

@@ -8,6 +8,7 @@ after the database has committed what it learned.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import logging
@@ -26,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailbot.config import Daemon, Imap
 from mailbot.errors import (
+    ConnectionStepFailed,
     ImapCommandFailed,
     ImapConnectionLost,
     ImapError,
@@ -73,10 +75,56 @@ def call(conn: ImapFolder, fn: Callable[..., T], *args) -> T:
         raise imap_error(exc, conn) from exc
 
 
+def open_imap(cfg: Imap, timeout: float) -> IMAPClient:
+    """A connection to `cfg`'s server with TLS as configured (certificates verified), greeted but
+    not logged in. A failure names the host and the step (ConnectionStepFailed)."""
+    context = ssl.create_default_context()
+    try:
+        if cfg.security == "tls":
+            client = IMAPClient(cfg.host, port=cfg.port, ssl=True, ssl_context=context, timeout=timeout)
+        else:
+            client = IMAPClient(cfg.host, port=cfg.port, ssl=False, timeout=timeout)
+    except socket.gaierror as exc:
+        raise ConnectionStepFailed(cfg.host, "resolve", str(exc)) from exc
+    except (ssl.SSLError, ssl.CertificateError) as exc:
+        raise ConnectionStepFailed(cfg.host, "tls", str(exc)) from exc
+    except OSError as exc:
+        raise ConnectionStepFailed(cfg.host, "connect", f"port {cfg.port}: {exc}") from exc
+    try:
+        if cfg.security == "starttls":
+            client.starttls(context)  # fails when not offered: never "upgrade if offered"
+        sock = client.socket()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    except (IMAPClientError, ssl.SSLError, ssl.CertificateError) as exc:
+        with contextlib.suppress(Exception):
+            client.shutdown()
+        raise ConnectionStepFailed(cfg.host, "tls", f"STARTTLS: {exc}") from exc
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.shutdown()
+        raise
+    return client
+
+
 def login(client: IMAPClient, cfg: Imap, password: Credential) -> None:
-    """LOGIN with a password, or OAuth2 (mailbot/transport/oauth.py); a refused OAuth2 sign-in
-    is a SignInError naming the mailbox and the server's answer."""
-    imap_login(client, cfg.user, password)
+    """Log in on a connection from open_imap, with a password or OAuth2 (transport/oauth.py).
+    A refusal names the host and the server's answer; a refused OAuth2 sign-in is a
+    SignInError naming the mailbox."""
+    try:
+        imap_login(client, cfg.user, password)
+    except LoginError as exc:
+        answer = str(exc)  # imapclient gives the server's bytes as their repr: b'[AUTHENTICATIONFAILED] ...'
+        if answer[:2] in ("b'", 'b"'):
+            answer = ast.literal_eval(answer).decode(errors="replace")
+        raise ConnectionStepFailed(cfg.host, "login", answer) from exc
+
+
+def keyword_allowed(selected: dict, keyword: str) -> bool:
+    """Whether the folder SELECT answered keeps `keyword` on its mail: PERMANENTFLAGS has \\*
+    (any new keyword) or names the keyword itself (RFC 3501 7.1)."""
+    flags = {bytes(f).lower() for f in selected.get(b"PERMANENTFLAGS", ())}
+    return b"\\*" in flags or keyword.encode().lower() in flags
 
 
 class ImapFolder:
@@ -93,25 +141,21 @@ class ImapFolder:
     def connect(self) -> int:
         cfg = self.cfg
         self.step = "connect"
-        context = ssl.create_default_context()  # certificates verified
-        if cfg.security == "tls":
-            client = IMAPClient(cfg.host, port=cfg.port, ssl=True, ssl_context=context, timeout=self.timeout)
-        else:
-            client = IMAPClient(cfg.host, port=cfg.port, ssl=False, timeout=self.timeout)
-            if cfg.security == "starttls":
-                client.starttls(context)  # fails when not offered: never "upgrade if offered"
-        sock = client.socket()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        self.step = "login"
-        login(client, cfg, self.password)
-        self.step = f"select {self.folder}"
-        if not client.folder_exists(self.folder):
-            client.create_folder(self.folder)
-        selected = client.select_folder(self.folder)
+        client = open_imap(cfg, self.timeout)
+        try:
+            self.step = "login"
+            login(client, cfg, self.password)
+            self.step = f"select {self.folder}"
+            if not client.folder_exists(self.folder):
+                client.create_folder(self.folder)
+            selected = client.select_folder(self.folder)
+        except BaseException:
+            with contextlib.suppress(Exception):  # never logged in, or the connection is gone
+                client.shutdown()
+            raise
         self.client = client
         self.uidvalidity = int(selected[b"UIDVALIDITY"])
-        self.can_keyword = b"\\*" in selected.get(b"PERMANENTFLAGS", ())
+        self.can_keyword = keyword_allowed(selected, cfg.keyword)
         self.has_idle = client.has_capability("IDLE")
         return self.uidvalidity
 
