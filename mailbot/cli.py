@@ -85,7 +85,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import tempfile
 
     from mailbot.config import load_settings
-    from mailbot.pipeline import Context
+    from mailbot.context import Context
     from mailbot.replay import replay
     from mailbot.store.db import open_database
 

@@ -24,9 +24,11 @@ from sqlmodel import Session, select
 
 from mailbot.answers.outbox import Draft, enqueue
 from mailbot.config import Settings
+from mailbot.context import Context
 from mailbot.jobs import run_digest, run_sweep
-from mailbot.pipeline import Context, Seen, handle
-from mailbot.readers import Read, Readers
+from mailbot.pipeline import handle
+from mailbot.readers import Read, Readers, Unreadable
+from mailbot.seen import Seen
 from mailbot.store.db import open_database
 from mailbot.store.models import FolderState, OutboxMail
 from mailbot.transport.imap import (
@@ -97,7 +99,7 @@ class Daemon:
                 if future is not None:
                     future.cancel()
 
-    async def _process_one(self, raw: bytes, seen: Seen, read: Read | str | None) -> bool:
+    async def _process_one(self, raw: bytes, seen: Seen, read: Read | Unreadable | None) -> bool:
         """Run the pipeline, retrying a failing mail until it is quarantined; True once committed."""
         for _ in range(self.settings.daemon.max_attempts):
             try:

@@ -13,7 +13,7 @@ from sqlmodel import Session
 from mailbot.answers.digest import digest_draft
 from mailbot.answers.outbox import enqueue
 from mailbot.answers.scheduled import alert_draft, reminder_drafts
-from mailbot.pipeline import Context
+from mailbot.context import Context
 from mailbot.sweep import sweep
 
 

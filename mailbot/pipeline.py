@@ -6,6 +6,7 @@
       -> read (subject, the order forms, the other documents)                  pure
       -> understand (dossier, kind)                                            reads the store
       -> apply (dossier flags, contacts, events, deadlines)  ─ one transaction ─
+    The values it passes around live apart: seen.py, understanding.py, context.py.
     A failure rolls back that mail's changes, records the reason and sets the mail aside
     (quarantine) once it has failed `max_attempts` times; the caller goes on with the next.
 """
@@ -14,20 +15,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
 
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
-from mailbot.answers.outbox import Limits, enqueue
+from mailbot.answers.outbox import enqueue
 from mailbot.answers.plan import Silence, plan_for_mail
-from mailbot.answers.render import Renderer
-from mailbot.calendar import BusinessCalendar, load_calendars
-from mailbot.config import Settings
+from mailbot.context import Context
 from mailbot.dossiers.matching import find_dossier
 from mailbot.dossiers.process import (
-    Change,
     apply_mail,
     is_colleague,
     is_linked,
@@ -36,120 +32,31 @@ from mailbot.dossiers.process import (
     record_unlinked,
 )
 from mailbot.dossiers.state import document_step
-from mailbot.forms import FormRules, load_rules
-from mailbot.mail.documents import (
-    DocumentRules,
-    Looked,
-    Reading,
-    announces_form,
-    load_document_rules,
-    read_documents,
-)
+from mailbot.mail.documents import Looked, announces_form, read_documents
 from mailbot.mail.kinds import classify
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.parse import parse_mail
-from mailbot.mail.subject import (
-    SubjectInfo,
-    SubjectRules,
-    load_subject_rules,
-    parse_subject,
-)
-from mailbot.readers import Read
+from mailbot.mail.subject import parse_subject
+from mailbot.readers import Read, Unreadable
+from mailbot.seen import Seen
 from mailbot.store.models import AttachmentRecord, Decision, Dossier, Message, Sighting
+from mailbot.understanding import Outcome, Understanding
 
 log = logging.getLogger("mailbot.pipeline")
 GAVE_UP_HEAD = 65536  # bytes of a mail the reader process died on, read to record it
-
-
-@dataclass(frozen=True)
-class Seen:
-    """Where a mail was seen: a watched mailbox, a folder and, on IMAP, its UIDVALIDITY and UID."""
-    mailbox: str
-    folder: str = "INBOX"
-    uidvalidity: int | None = None
-    uid: int | None = None
-
-
-@dataclass
-class Context:
-    """Everything the pipeline needs, loaded once at start-up and passed in explicitly."""
-    settings: Settings
-    engine: Engine
-    form_rules: FormRules
-    subject_rules: SubjectRules
-    document_rules: DocumentRules
-    calendars: dict[str, BusinessCalendar]
-    renderer: Renderer
-    max_attempts: int = 3
-
-    @property
-    def limits(self) -> Limits:
-        a = self.settings.answers
-        return Limits(per_purpose_per_day=a.per_purpose_per_day, per_address_per_day=a.per_address_per_day)
-
-    @classmethod
-    def load(cls, settings: Settings, engine: Engine, max_attempts: int = 3) -> Context:
-        files = settings.files
-        calendars = load_calendars(files.calendars)
-        for name, rule in (("prevalidation", settings.deadlines.prevalidation), ("encoding", settings.deadlines.encoding)):
-            if rule.calendar not in calendars:
-                from mailbot.errors import ConfigError
-                raise ConfigError(f"deadlines.{name}.calendar: no calendar named {rule.calendar!r} in {files.calendars}")
-        return cls(settings, engine, load_rules(files.form_rules), load_subject_rules(files.subject_rules),
-                   load_document_rules(files.document_rules), calendars, Renderer(), max_attempts)
-
-
-@dataclass(frozen=True)
-class Understanding:
-    """What the bot made of one mail, for the answers and for the timeline."""
-    mail: ParsedMail
-    subject: SubjectInfo
-    mailboxes: tuple[str, ...]
-    reading: Reading
-    kind: str
-    kind_reason: str
-    dossier: Dossier | None
-    matched_by: str
-    staff_party: str | None
-    unlinked_sender: bool
-    change: Change | None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    message_pk: int
-    key: str
-    message_id: str | None
-    mailboxes: tuple[str, ...]  # every watched mailbox the mail has been seen in so far
-    duplicate: bool  # seen before: only where it was seen is recorded
-    understanding: Understanding | None = None
-    quarantined: str | None = None  # the reason, when set aside for a person
-    failed: str | None = None  # the reason of a failure that will be retried
-    known: tuple[str | None, str | None] = (None, None)  # a duplicate's recorded kind and dossier
-
-    @property
-    def kind(self) -> str | None:
-        return self.understanding.kind if self.understanding else self.known[0]
-
-    @property
-    def dossier(self) -> str | None:
-        u = self.understanding
-        if u is None:
-            return self.known[1]
-        return u.dossier.reference if u.dossier else None
 
 
 def message_key(mail: ParsedMail) -> str:
     return f"mid:{mail.message_id}" if mail.message_id else f"hash:{mail.content_hash}"
 
 
-def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context, read: Read | str | None = None) -> Outcome:
+def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context, read: Read | Unreadable | None = None) -> Outcome:
     """Record, understand and file one mail seen at `at`. Never raises for a bad mail.
     `read`: the mail already read ahead (without it, the attachments are read as needed), or
     why reading it failed beyond retrying (it is recorded and set aside at once)."""
     if isinstance(read, Read):
         mail, looked = read.mail, read.looked
-    elif isinstance(read, str):  # it killed the reader process twice: its head is enough to record it
+    elif isinstance(read, Unreadable):  # it killed the reader process twice: its head is enough to record it
         mail, looked = parse_mail(raw[:GAVE_UP_HEAD]), Looked()
     else:
         mail, looked = parse_mail(raw), Looked()
@@ -157,10 +64,11 @@ def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context, read: Read | s
     msg_pk, key, state = msg.id, msg.key, msg.status
     if state != "received":
         return Outcome(msg_pk, key, mail.message_id, mailboxes, duplicate=True, known=known)
-    if isinstance(read, str):
-        log.warning("mail unreadable", extra={"message_pk": msg_pk, "reason": read})
-        _failed(msg_pk, read, ctx, final=True)
-        return Outcome(msg_pk, key, mail.message_id, mailboxes, duplicate=False, quarantined=read, failed=read)
+    if isinstance(read, Unreadable):
+        log.warning("mail unreadable", extra={"message_pk": msg_pk, "reason": read.reason})
+        _failed(msg_pk, read.reason, ctx, final=True)
+        return Outcome(msg_pk, key, mail.message_id, mailboxes, duplicate=False, quarantined=read.reason,
+                       failed=read.reason)
     try:
         with Session(ctx.engine, expire_on_commit=False) as session:
             session.add(msg)  # as _record left it: no need to load it again

@@ -20,9 +20,12 @@ from sqlmodel import Session, select
 
 from mailbot.answers.outbox import sent_event
 from mailbot.config import Settings
+from mailbot.context import Context
 from mailbot.jobs import JOBS
-from mailbot.pipeline import Context, Outcome, Seen, handle
+from mailbot.pipeline import handle
+from mailbot.seen import Seen
 from mailbot.store.models import OutboxMail
+from mailbot.understanding import Outcome
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 Emit = Callable[[dict], None]

@@ -13,10 +13,12 @@ from sqlmodel import Session, select
 from mailbot.answers.digest import digest_context
 from mailbot.cli import SANDBOX_CONFIG
 from mailbot.config import load_settings
+from mailbot.context import Context
 from mailbot.forms.builder import complete_values, fill_form
 from mailbot.mail.robots import _plain, default_robot_rules
-from mailbot.pipeline import Context, Seen, handle
+from mailbot.pipeline import handle
 from mailbot.season import XLSX, Mail, brussels
+from mailbot.seen import Seen
 from mailbot.store.db import open_database
 from mailbot.store.models import Decision, Event, Message, OutboxMail
 

@@ -52,12 +52,15 @@ from sqlmodel import Session, select
 
 from mailbot.cli import SANDBOX_CONFIG
 from mailbot.config import load_settings
+from mailbot.context import Context
 from mailbot.forms.builder import complete_values, fill_form
-from mailbot.pipeline import Context, Outcome, Seen, handle
+from mailbot.pipeline import handle
 from mailbot.season import XLSX, Mail, brussels, scan_pdf, season
+from mailbot.seen import Seen
 from mailbot.store.db import open_database
 from mailbot.store.models import Contact, Message, OutboxMail, Sighting
 from mailbot.transport.compose import compose
+from mailbot.understanding import Outcome
 
 SETTINGS = load_settings(SANDBOX_CONFIG)
 WL = SETTINGS.mailboxes["worldline"].address

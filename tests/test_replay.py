@@ -12,9 +12,11 @@ from sqlmodel import Session, select
 
 from mailbot.cli import SANDBOX_CONFIG as SANDBOX, main
 from mailbot.config import load_settings
-from mailbot.pipeline import Context, Seen, handle
+from mailbot.context import Context
+from mailbot.pipeline import handle
 from mailbot.replay import replay
 from mailbot.season import BRUSSELS, XLSX, Mail, brussels, pdf_bytes, season
+from mailbot.seen import Seen
 from mailbot.forms.builder import complete_values, fill_form
 from mailbot.store.db import open_database
 from mailbot.store.models import AttachmentRecord, Deadline, Dossier, Event, Message, Sighting

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
@@ -28,9 +28,7 @@ from mailbot.mail.documents import DocumentRules
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.subject import SubjectInfo
 from mailbot.store.models import OutboxMail
-
-if TYPE_CHECKING:
-    from mailbot.pipeline import Understanding
+from mailbot.understanding import Understanding
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 

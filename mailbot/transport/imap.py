@@ -28,7 +28,7 @@ from sqlmodel import Session, select
 
 from mailbot.config import Daemon, Imap
 from mailbot.errors import StoreError
-from mailbot.pipeline import Seen
+from mailbot.seen import Seen
 from mailbot.store.models import FolderState
 
 log = logging.getLogger("mailbot.imap")
