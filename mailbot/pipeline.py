@@ -5,7 +5,8 @@
       -> record (the message and where it was seen: committed before anything else)
       -> read (subject, the order forms, the other documents)                  pure
       -> understand (dossier, kind)                                            reads the store
-      -> apply (dossier flags, contacts, events, deadlines)  ─ one transaction ─
+      -> apply (dossier flags, contacts, events, deadlines)           ┐ one transaction
+      -> answer: read the facts, decide (pure), render, queue          ┘ (answers/facts, plan, drafts, outbox)
     The values it passes around live apart: seen.py, understanding.py, context.py.
     A failure rolls back that mail's changes, records the reason and sets the mail aside
     (quarantine) once it has failed `max_attempts` times; the caller goes on with the next.
@@ -19,8 +20,10 @@ import logging
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
+from mailbot.answers.drafts import draft_for
+from mailbot.answers.facts import read_facts
 from mailbot.answers.outbox import enqueue
-from mailbot.answers.plan import Silence, plan_for_mail
+from mailbot.answers.plan import Case, Silence, decide
 from mailbot.context import Context
 from mailbot.dossiers.matching import find_dossier
 from mailbot.dossiers.process import (
@@ -33,7 +36,7 @@ from mailbot.dossiers.process import (
 )
 from mailbot.dossiers.state import document_step
 from mailbot.mail.documents import Looked, announces_form, read_documents
-from mailbot.mail.kinds import classify
+from mailbot.mail.kinds import Kind, classify
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.parse import parse_mail
 from mailbot.mail.subject import parse_subject
@@ -140,14 +143,16 @@ def _failed(msg_pk: int, reason: str, ctx: Context, final: bool = False) -> bool
 
 
 def _answer(session: Session, u: Understanding, raw: bytes, msg_pk: int, at: dt.datetime, ctx: Context) -> None:
-    """Decide the answers and write them to the outbox, in the mail's own transaction."""
+    """Read the facts, decide, render and write the answers to the outbox, in the mail's own
+    transaction; a silence is recorded with its reason."""
     dossier_id = u.dossier.id if u.dossier else None
-    for item in plan_for_mail(session, u, raw, msg_pk, at, ctx.settings, ctx.renderer, ctx.form_rules,
-                              ctx.document_rules):
-        if isinstance(item, Silence):
-            session.add(Decision(message_pk=msg_pk, dossier_id=dossier_id, at=at, answered=False, reason=item.reason))
+    case = Case(u, read_facts(session, u, at), raw, ctx.settings, ctx.form_rules, ctx.document_rules)
+    for intent in decide(case):
+        if isinstance(intent, Silence):
+            session.add(Decision(message_pk=msg_pk, dossier_id=dossier_id, at=at, answered=False, reason=intent.reason))
         else:
-            enqueue(session, item, at, ctx.limits, shadow=ctx.settings.answers.shadow)
+            enqueue(session, draft_for(intent, u, msg_pk, at, ctx.settings, ctx.renderer), at, ctx.limits,
+                    shadow=ctx.settings.answers.shadow)
 
 
 def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked: Looked, msg: Message, seen: Seen,
@@ -162,15 +167,15 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
     dossier = match.dossier
     reading = read_documents(mail, ctx.form_rules, document_step(dossier), mailboxes, ctx.document_rules, looked) \
         if dossier is not None else pre
-    kind = classify(mail, raw, subject, reading, staff_sender=staff_party is not None,
-                    in_dossier=dossier is not None, announces_form=announces_form(mail, ctx.document_rules))
-    if dossier is None and kind.name == "submission":
+    classified = classify(mail, raw, subject, reading, staff_sender=staff_party is not None,
+                          in_dossier=dossier is not None, announces_form=announces_form(mail, ctx.document_rules))
+    if dossier is None and classified.kind == Kind.SUBMISSION:
         dossier = open_dossier(session, mail, subject, forms, at, settings, msg.id)
         if mail.sender and staff_party is None:
             link_contact(session, dossier, mail.sender, "sender")
     unlinked = False
     change = None
-    if dossier is not None and kind.name not in ("bounce", "auto_reply"):
+    if dossier is not None and classified.kind not in (Kind.BOUNCE, Kind.AUTO_REPLY):
         if staff_party is None and mail.sender and not is_linked(session, dossier, mail.sender):
             if is_colleague(session, dossier, mail.sender, ctx.document_rules.public_domains):
                 link_contact(session, dossier, mail.sender, "colleague")
@@ -179,10 +184,10 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
         if unlinked:
             record_unlinked(session, dossier, reading, msg.id, at)
         else:
-            change = apply_mail(session, dossier, mail=mail, kind=kind.name, reading=reading, at=at,
+            change = apply_mail(session, dossier, mail=mail, kind=classified.kind, reading=reading, at=at,
                                 settings=settings, calendars=ctx.calendars, message_pk=msg.id,
                                 staff_party=staff_party, inboxes=mailboxes)
-    msg.kind, msg.kind_reason = kind.name, kind.reason[:500]
+    msg.kind, msg.kind_reason = classified.kind.value, classified.reason[:500]
     msg.dossier_id = dossier.id if dossier is not None else None
     msg.unlinked_sender = unlinked
     msg.documents = ",".join(reading.kinds)
@@ -192,5 +197,5 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
         session.add(AttachmentRecord(message_pk=msg.id, filename=att.filename[:255], content_type=att.content_type[:100],
                                      size=att.size, sha256=att.sha256, origin=att.origin,
                                      document=doc.kind if doc else None, reason=why[:300]))
-    return Understanding(mail, subject, mailboxes, reading, kind.name, kind.reason, dossier, match.how, staff_party,
-                         unlinked, change)
+    return Understanding(mail, subject, mailboxes, reading, classified.kind, classified.code, classified.reason,
+                         dossier, match.how, staff_party, unlinked, change)

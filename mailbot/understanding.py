@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from mailbot.dossiers.process import Change
 from mailbot.mail.documents import Reading
+from mailbot.mail.kinds import Kind, KindCode
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.subject import SubjectInfo
 from mailbot.store.models import Dossier
@@ -19,7 +20,8 @@ class Understanding:
     subject: SubjectInfo
     mailboxes: tuple[str, ...]
     reading: Reading
-    kind: str
+    kind: Kind
+    kind_code: KindCode
     kind_reason: str
     dossier: Dossier | None
     matched_by: str
@@ -42,7 +44,8 @@ class Outcome:
 
     @property
     def kind(self) -> str | None:
-        return self.understanding.kind if self.understanding else self.known[0]
+        """As recorded (a `Kind` value)."""
+        return self.understanding.kind.value if self.understanding else self.known[0]
 
     @property
     def dossier(self) -> str | None:

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, func, select
 
+from mailbot.answers.drafts import dossier_view
 from mailbot.answers.outbox import Draft
-from mailbot.answers.plan import dossier_view
 from mailbot.answers.render import Renderer
 from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
