@@ -54,8 +54,8 @@ from mailbot.answers.digest import digest_context  # noqa: E402
 from mailbot.answers.scheduled import reminder_drafts  # noqa: E402
 from mailbot.calendar import due_date  # noqa: E402
 from mailbot.config import parse_settings  # noqa: E402
+from mailbot.context import Context  # noqa: E402
 from mailbot.jobs import run_digest, run_sweep  # noqa: E402
-from mailbot.pipeline import Context  # noqa: E402
 from mailbot.store.db import open_database  # noqa: E402
 from mailbot.store.models import (AttachmentRecord, Contact, Decision, Deadline, Dossier, Event,  # noqa: E402
                                   FormCheckRecord, Message, OutboxMail, Sighting)

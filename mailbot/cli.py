@@ -110,7 +110,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import datetime as dt
     import tempfile
 
-    from mailbot.pipeline import Context
+    from mailbot.context import Context
     from mailbot.replay import replay
     from mailbot.store.db import open_database
 

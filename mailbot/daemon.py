@@ -23,10 +23,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from mailbot.config import Settings
+from mailbot.context import Context
 from mailbot.jobs import run_digest, run_sweep
 from mailbot.outbox import Draft, enqueue, written_since
-from mailbot.pipeline import Context, Seen, handle
-from mailbot.readers import Read, Readers
+from mailbot.pipeline import handle
+from mailbot.readers import Read, Readers, Unreadable
+from mailbot.seen import Seen
 from mailbot.store.db import open_database
 from mailbot.store.folders import FolderStateStore
 from mailbot.store.models import FolderState
@@ -92,7 +94,7 @@ class Daemon:
                 return n
         return len(items)
 
-    async def _process_one(self, raw: bytes, seen: Seen, read: Read | str | None) -> bool:
+    async def _process_one(self, raw: bytes, seen: Seen, read: Read | Unreadable | None) -> bool:
         """Run the pipeline, retrying a failing mail until it is quarantined; True once committed."""
         for _ in range(self.settings.daemon.max_attempts):
             try:

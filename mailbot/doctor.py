@@ -347,7 +347,7 @@ class SmtpProbe:
             await smtp.connect()
             await smtp_login(smtp, cfg, self.password)  # as the outbox sender's connection does
         except SignInError as exc:
-            return fail("login", str(exc), f"check the oauth2 section of [smtp] (see README, Signing in with OAuth2)")
+            return fail("login", str(exc), "check the oauth2 section of [smtp] (see README, Signing in with OAuth2)")
         except aiosmtplib.SMTPAuthenticationError as exc:
             return fail("login", f"login refused by {cfg.host}: {exc.code} {exc.message}",
                         f"check user {cfg.user!r} and {secret_source(cfg)}")

@@ -12,8 +12,8 @@ from sqlmodel import Session
 
 from mailbot.answers.digest import digest_draft
 from mailbot.answers.scheduled import alert_draft, reminder_drafts
+from mailbot.context import Context
 from mailbot.outbox import enqueue
-from mailbot.pipeline import Context
 from mailbot.sweep import sweep
 
 

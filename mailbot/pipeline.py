@@ -5,7 +5,9 @@
       -> record (the message and where it was seen: committed before anything else)
       -> read (subject, the order forms, the other documents)                  pure
       -> understand (dossier, kind)                                            reads the store
-      -> apply (dossier flags, contacts, events, deadlines)  ─ one transaction ─
+      -> apply (dossier flags, contacts, events, deadlines)           ┐ one transaction
+      -> answer: read the facts, decide (pure), render, queue          ┘ (answers/facts, plan, drafts, outbox)
+    The values it passes around live apart: seen.py, understanding.py, context.py.
     A failure rolls back that mail's changes, records the reason and sets the mail aside
     (quarantine) once it has failed `max_attempts` times; the caller goes on with the next.
 """
@@ -14,20 +16,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
 
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
-from mailbot.answers.language import LanguageWords, load_language_words
-from mailbot.answers.plan import Silence, plan_for_mail
-from mailbot.answers.render import Renderer
-from mailbot.calendar import BusinessCalendar, load_calendars
-from mailbot.config import Settings
+from mailbot.answers.drafts import draft_for
+from mailbot.answers.facts import read_facts
+from mailbot.answers.plan import Case, Silence, decide
+from mailbot.context import Context
 from mailbot.dossiers.matching import find_dossier
 from mailbot.dossiers.process import (
-    Change,
     apply_mail,
     is_colleague,
     is_linked,
@@ -36,126 +34,32 @@ from mailbot.dossiers.process import (
     record_unlinked,
 )
 from mailbot.dossiers.state import document_step
-from mailbot.forms import FormRules, load_rules
-from mailbot.mail.documents import (
-    DocumentRules,
-    Looked,
-    Reading,
-    announces_form,
-    load_document_rules,
-    read_documents,
-)
-from mailbot.mail.kinds import classify
+from mailbot.mail.documents import Looked, announces_form, read_documents
+from mailbot.mail.kinds import Kind, classify
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.parse import parse_mail
-from mailbot.mail.robots import RobotRules, load_robot_rules
-from mailbot.mail.subject import (
-    SubjectInfo,
-    SubjectRules,
-    load_subject_rules,
-    parse_subject,
-)
-from mailbot.outbox import Limits, enqueue
-from mailbot.readers import Read
+from mailbot.mail.subject import parse_subject
+from mailbot.outbox import enqueue
+from mailbot.readers import Read, Unreadable
+from mailbot.seen import Seen
 from mailbot.store.models import AttachmentRecord, Decision, Dossier, Message, Sighting
+from mailbot.understanding import Outcome, Understanding
 
 log = logging.getLogger("mailbot.pipeline")
 GAVE_UP_HEAD = 65536  # bytes of a mail the reader process died on, read to record it
-
-
-@dataclass(frozen=True)
-class Seen:
-    """Where a mail was seen: a watched mailbox, a folder and, on IMAP, its UIDVALIDITY and UID."""
-    mailbox: str
-    folder: str = "INBOX"
-    uidvalidity: int | None = None
-    uid: int | None = None
-
-
-@dataclass
-class Context:
-    """Everything the pipeline needs, loaded once at start-up and passed in explicitly."""
-    settings: Settings
-    engine: Engine
-    form_rules: FormRules
-    subject_rules: SubjectRules
-    document_rules: DocumentRules
-    robot_rules: RobotRules
-    language_words: LanguageWords
-    calendars: dict[str, BusinessCalendar]
-    renderer: Renderer
-    max_attempts: int = 3
-
-    @property
-    def limits(self) -> Limits:
-        a = self.settings.answers
-        return Limits(per_purpose_per_day=a.per_purpose_per_day, per_address_per_day=a.per_address_per_day)
-
-    @classmethod
-    def load(cls, settings: Settings, engine: Engine, max_attempts: int = 3) -> Context:
-        files = settings.files
-        calendars = load_calendars(files.calendars)
-        for name, rule in (("prevalidation", settings.deadlines.prevalidation), ("encoding", settings.deadlines.encoding)):
-            if rule.calendar not in calendars:
-                from mailbot.errors import ConfigError
-                raise ConfigError(f"deadlines.{name}.calendar: no calendar named {rule.calendar!r} in "
-                                  f"{files.calendars or 'the shipped calendars'}")
-        return cls(settings, engine, load_rules(files.form_rules), load_subject_rules(files.subject_rules),
-                   load_document_rules(files.document_rules), load_robot_rules(files.robot_rules),
-                   load_language_words(files.languages), calendars, Renderer(files.templates), max_attempts)
-
-
-@dataclass(frozen=True)
-class Understanding:
-    """What the bot made of one mail, for the answers and for the timeline."""
-    mail: ParsedMail
-    subject: SubjectInfo
-    mailboxes: tuple[str, ...]
-    reading: Reading
-    kind: str
-    kind_reason: str
-    dossier: Dossier | None
-    matched_by: str
-    staff_party: str | None
-    unlinked_sender: bool
-    change: Change | None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    message_pk: int
-    key: str
-    message_id: str | None
-    mailboxes: tuple[str, ...]  # every watched mailbox the mail has been seen in so far
-    duplicate: bool  # seen before: only where it was seen is recorded
-    understanding: Understanding | None = None
-    quarantined: str | None = None  # the reason, when set aside for a person
-    failed: str | None = None  # the reason of a failure that will be retried
-    known: tuple[str | None, str | None] = (None, None)  # a duplicate's recorded kind and dossier
-
-    @property
-    def kind(self) -> str | None:
-        return self.understanding.kind if self.understanding else self.known[0]
-
-    @property
-    def dossier(self) -> str | None:
-        u = self.understanding
-        if u is None:
-            return self.known[1]
-        return u.dossier.reference if u.dossier else None
 
 
 def message_key(mail: ParsedMail) -> str:
     return f"mid:{mail.message_id}" if mail.message_id else f"hash:{mail.content_hash}"
 
 
-def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context, read: Read | str | None = None) -> Outcome:
+def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context, read: Read | Unreadable | None = None) -> Outcome:
     """Record, understand and file one mail seen at `at`. Never raises for a bad mail.
     `read`: the mail already read ahead (without it, the attachments are read as needed), or
     why reading it failed beyond retrying (it is recorded and set aside at once)."""
     if isinstance(read, Read):
         mail, looked = read.mail, read.looked
-    elif isinstance(read, str):  # it killed the reader process twice: its head is enough to record it
+    elif isinstance(read, Unreadable):  # it killed the reader process twice: its head is enough to record it
         mail, looked = parse_mail(raw[:GAVE_UP_HEAD]), Looked()
     else:
         mail, looked = parse_mail(raw), Looked()
@@ -163,10 +67,11 @@ def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context, read: Read | s
     msg_pk, key, state = msg.id, msg.key, msg.status
     if state != "received":
         return Outcome(msg_pk, key, mail.message_id, mailboxes, duplicate=True, known=known)
-    if isinstance(read, str):
-        log.warning("mail unreadable", extra={"message_pk": msg_pk, "reason": read})
-        _failed(msg_pk, read, ctx, final=True)
-        return Outcome(msg_pk, key, mail.message_id, mailboxes, duplicate=False, quarantined=read, failed=read)
+    if isinstance(read, Unreadable):
+        log.warning("mail unreadable", extra={"message_pk": msg_pk, "reason": read.reason})
+        _failed(msg_pk, read.reason, ctx, final=True)
+        return Outcome(msg_pk, key, mail.message_id, mailboxes, duplicate=False, quarantined=read.reason,
+                       failed=read.reason)
     try:
         with Session(ctx.engine, expire_on_commit=False) as session:
             session.add(msg)  # as _record left it: no need to load it again
@@ -238,14 +143,16 @@ def _failed(msg_pk: int, reason: str, ctx: Context, final: bool = False) -> bool
 
 
 def _answer(session: Session, u: Understanding, raw: bytes, msg_pk: int, at: dt.datetime, ctx: Context) -> None:
-    """Decide the answers and write them to the outbox, in the mail's own transaction."""
+    """Read the facts, decide, render and write the answers to the outbox, in the mail's own
+    transaction; a silence is recorded with its reason."""
     dossier_id = u.dossier.id if u.dossier else None
-    for item in plan_for_mail(session, u, raw, msg_pk, at, ctx.settings, ctx.renderer, ctx.form_rules,
-                              ctx.document_rules, ctx.robot_rules, ctx.language_words):
-        if isinstance(item, Silence):
-            session.add(Decision(message_pk=msg_pk, dossier_id=dossier_id, at=at, answered=False, reason=item.reason))
+    case = Case(u, read_facts(session, u, at), raw, ctx.settings, ctx.form_rules, ctx.document_rules, ctx.robot_rules)
+    for intent in decide(case):
+        if isinstance(intent, Silence):
+            session.add(Decision(message_pk=msg_pk, dossier_id=dossier_id, at=at, answered=False, reason=intent.reason))
         else:
-            enqueue(session, item, at, ctx.limits, shadow=ctx.settings.answers.shadow)
+            enqueue(session, draft_for(intent, u, msg_pk, at, ctx.settings, ctx.renderer, ctx.language_words), at, ctx.limits,
+                    shadow=ctx.settings.answers.shadow)
 
 
 def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked: Looked, msg: Message, seen: Seen,
@@ -260,16 +167,16 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
     dossier = match.dossier
     reading = read_documents(mail, ctx.form_rules, document_step(dossier), mailboxes, ctx.document_rules, looked) \
         if dossier is not None else pre
-    kind = classify(mail, raw, subject, reading, staff_sender=staff_party is not None,
-                    in_dossier=dossier is not None, announces_form=announces_form(mail, ctx.document_rules),
-                    rules=ctx.robot_rules)
-    if dossier is None and kind.name == "submission":
+    classified = classify(mail, raw, subject, reading, staff_sender=staff_party is not None,
+                          in_dossier=dossier is not None, announces_form=announces_form(mail, ctx.document_rules),
+                          rules=ctx.robot_rules)
+    if dossier is None and classified.kind == Kind.SUBMISSION:
         dossier = open_dossier(session, mail, subject, forms, at, settings, msg.id)
         if mail.sender and staff_party is None:
             link_contact(session, dossier, mail.sender, "sender")
     unlinked = False
     change = None
-    if dossier is not None and kind.name not in ("bounce", "auto_reply"):
+    if dossier is not None and classified.kind not in (Kind.BOUNCE, Kind.AUTO_REPLY):
         if staff_party is None and mail.sender and not is_linked(session, dossier, mail.sender):
             if is_colleague(session, dossier, mail.sender, ctx.document_rules.public_domains):
                 link_contact(session, dossier, mail.sender, "colleague")
@@ -278,10 +185,10 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
         if unlinked:
             record_unlinked(session, dossier, reading, msg.id, at)
         else:
-            change = apply_mail(session, dossier, mail=mail, kind=kind.name, reading=reading, at=at,
+            change = apply_mail(session, dossier, mail=mail, kind=classified.kind, reading=reading, at=at,
                                 settings=settings, calendars=ctx.calendars, message_pk=msg.id,
                                 staff_party=staff_party, inboxes=mailboxes)
-    msg.kind, msg.kind_reason = kind.name, kind.reason[:500]
+    msg.kind, msg.kind_reason = classified.kind.value, classified.reason[:500]
     msg.dossier_id = dossier.id if dossier is not None else None
     msg.unlinked_sender = unlinked
     msg.documents = ",".join(reading.kinds)
@@ -291,5 +198,5 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
         session.add(AttachmentRecord(message_pk=msg.id, filename=att.filename[:255], content_type=att.content_type[:100],
                                      size=att.size, sha256=att.sha256, origin=att.origin,
                                      document=doc.kind if doc else None, reason=why[:300]))
-    return Understanding(mail, subject, mailboxes, reading, kind.name, kind.reason, dossier, match.how, staff_party,
-                         unlinked, change)
+    return Understanding(mail, subject, mailboxes, reading, classified.kind, classified.code, classified.reason,
+                         dossier, match.how, staff_party, unlinked, change)

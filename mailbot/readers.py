@@ -46,6 +46,13 @@ class Read:
     looked: Looked
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A mail that cannot be read at all (it made the reader process fail twice): recorded from its
+    head and set aside at once, with the reason."""
+    reason: str
+
+
 def read_mail(raw: bytes, form_rules: FormRules, document_rules: DocumentRules) -> Read:
     mail = parse_mail(raw)
     return Read(mail, look_at(mail, form_rules, document_rules))
@@ -136,10 +143,10 @@ class Readers:
             self._retire(self.pool, finish=True)
             self.pool = None
 
-    async def result(self, future: Future | None, raw: bytes) -> Read | str | None:
-        """The mail read ahead; None: read it in-process; a str: why it cannot be read at all.
-        A mail whose worker died (or got stuck) is read again alone (one at a time, whichever
-        watcher it came from), and only one that kills a worker again is given up."""
+    async def result(self, future: Future | None, raw: bytes) -> Read | Unreadable | None:
+        """The mail read ahead; None: read it in-process; Unreadable: why it cannot be read at all.
+        A worker that dies fails every mail it had: each is read again alone (one at a time,
+        whichever watcher it came from), and only one that kills a worker again is given up."""
         if future is None:
             return None
         try:
@@ -154,7 +161,7 @@ class Readers:
                 return await self._wait(future)
             except _Lost:
                 log.warning("reader process died again on the same mail: set aside")
-                return GAVE_UP
+                return Unreadable(GAVE_UP)
 
     async def _wait(self, future: Future) -> Read | None:
         try:

@@ -21,10 +21,13 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session, select
 
 from mailbot.config import Settings
+from mailbot.context import Context
 from mailbot.jobs import JOBS
 from mailbot.outbox import OutboxState, written_after
-from mailbot.pipeline import Context, Outcome, Seen, handle
+from mailbot.pipeline import handle
+from mailbot.seen import Seen
 from mailbot.store.models import OutboxMail
+from mailbot.understanding import Outcome
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 Emit = Callable[[dict], None]

@@ -14,9 +14,11 @@ from sqlmodel import Session, select
 from mailbot.config import load_settings
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
-from mailbot.pipeline import Context, Seen, handle
+from mailbot.context import Context
+from mailbot.pipeline import handle
 from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels, jpeg_bytes, scan_pdf
+from mailbot.seen import Seen
 from mailbot.store.db import open_database
 from mailbot.store.models import Decision, Event, OutboxMail
 
@@ -200,8 +202,10 @@ CRASH_SCRIPT = textwrap.dedent("""
     import sys, time
     from mailbot.resources import SANDBOX_CONFIG
     from mailbot.config import load_settings
-    from mailbot.pipeline import Context, Seen, handle
+    from mailbot.context import Context
+    from mailbot.pipeline import handle
     from mailbot.season import brussels
+    from mailbot.seen import Seen
     from mailbot.store.db import open_database
     ctx = Context.load(load_settings(SANDBOX_CONFIG), open_database(sys.argv[1]))
     raw = open(sys.argv[2], "rb").read()

@@ -15,9 +15,11 @@ from mailbot.config import load_settings
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
 from mailbot.mail.robots import _plain, load_robot_rules
-from mailbot.pipeline import Context, Seen, handle
+from mailbot.context import Context
+from mailbot.pipeline import handle
 from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels
+from mailbot.seen import Seen
 from mailbot.store.db import open_database
 from mailbot.store.models import Decision, Event, Message, OutboxMail
 

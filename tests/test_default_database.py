@@ -10,7 +10,9 @@ from mailbot.cli import main
 from mailbot.config import load_settings
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
-from mailbot.pipeline import Context, Seen, handle
+from mailbot.context import Context
+from mailbot.pipeline import handle
+from mailbot.seen import Seen
 from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels
 from mailbot.store.db import open_database

@@ -14,7 +14,6 @@ from alembic.script import ScriptDirectory
 from mailworld import to_toml
 
 from mailbot import doctor
-from mailbot.answers import render
 from mailbot.cli import main
 from mailbot.config import Imap, Smtp
 from mailbot.resources import RULES

@@ -53,12 +53,15 @@ from sqlmodel import Session, select
 from mailbot.config import load_settings
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
-from mailbot.pipeline import Context, Outcome, Seen, handle
+from mailbot.context import Context
+from mailbot.pipeline import handle
 from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels, scan_pdf, season
+from mailbot.seen import Seen
 from mailbot.store.db import open_database
 from mailbot.store.models import Contact, Message, OutboxMail, Sighting
 from mailbot.transport.compose import compose
+from mailbot.understanding import Outcome
 
 FORM_RULES = load_rules()
 

@@ -20,9 +20,11 @@ from mailbot.cli import main
 from mailbot.config import load_settings, parse_settings
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
-from mailbot.pipeline import Context, Seen, handle
+from mailbot.context import Context
+from mailbot.pipeline import handle
 from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels
+from mailbot.seen import Seen
 from mailbot.status import render_status, status
 from mailbot.store.db import open_database
 from mailbot.store.models import FolderState, OutboxMail

@@ -12,12 +12,14 @@ import time
 from sqlmodel import Session, select
 
 from mailbot.config import Imap, load_settings
+from mailbot.context import Context
 from mailbot.forms import load_rules
 from mailbot.mail.documents import load_document_rules
-from mailbot.pipeline import Context, Seen, handle
-from mailbot.readers import Read, Readers, read_mail
+from mailbot.pipeline import handle
+from mailbot.readers import Read, Readers, Unreadable, read_mail
 from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import season
+from mailbot.seen import Seen
 from mailbot.store.db import open_database
 from mailbot.store.models import Message, OutboxMail
 from mailbot.transport import imap
@@ -75,16 +77,16 @@ def test_a_dying_reader_costs_no_mail_and_a_mail_that_kills_it_twice_is_set_asid
 
     results = asyncio.run(read_all())
     assert isinstance(results[0], Read)
-    assert isinstance(results[1], str) and "reader process" in results[1]
+    assert isinstance(results[1], Unreadable) and "reader process" in results[1].reason
     # The mails after the poison were lost with the first worker: read again by the next one.
     assert all(isinstance(r, Read) for r in results[2:])
 
     ctx = Context.load(SETTINGS, open_database(f"sqlite:///{tmp_path}/p.sqlite"), max_attempts=3)
     outcome = handle(poison, Seen("worldline", "INBOX", 1, 2), season(SETTINGS)[1].at, ctx, results[1])
-    assert outcome.quarantined == results[1]
+    assert outcome.quarantined == results[1].reason
     with Session(ctx.engine) as s:
         msg = s.exec(select(Message)).one()
-    assert (msg.status, msg.status_reason) == ("quarantined", results[1])
+    assert (msg.status, msg.status_reason) == ("quarantined", results[1].reason)
 
 
 def test_a_reader_stuck_on_a_mail_is_stopped_and_the_mail_set_aside(monkeypatch):
@@ -104,7 +106,7 @@ def test_a_reader_stuck_on_a_mail_is_stopped_and_the_mail_set_aside(monkeypatch)
     started = time.monotonic()
     results, _ = asyncio.run(read_all())
     assert isinstance(results[0], Read) and isinstance(results[2], Read)
-    assert isinstance(results[1], str) and "reader process" in results[1]
+    assert isinstance(results[1], Unreadable) and "reader process" in results[1].reason
     assert time.monotonic() - started < 30  # two timeouts, not an hour
 
 

@@ -14,10 +14,12 @@ from mailbot.cli import main
 from mailbot.config import load_settings
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
-from mailbot.pipeline import Context, Seen, handle
+from mailbot.context import Context
+from mailbot.pipeline import handle
 from mailbot.replay import replay
 from mailbot.resources import SANDBOX_CONFIG as SANDBOX
 from mailbot.season import BRUSSELS, XLSX, Mail, brussels, pdf_bytes, season
+from mailbot.seen import Seen
 from mailbot.store.db import open_database
 from mailbot.store.models import AttachmentRecord, Deadline, Dossier, Event, Message, Sighting
 

@@ -24,7 +24,7 @@ from mailbot.errors import (
     SmtpTemporary,
 )
 from mailbot.outbox import Draft, Limits, enqueue
-from mailbot.pipeline import Seen
+from mailbot.seen import Seen
 from mailbot.store.db import open_database
 from mailbot.store.folders import FolderStateStore
 from mailbot.store.models import FolderState, OutboxMail

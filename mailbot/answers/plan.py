@@ -1,39 +1,33 @@
-"""Which answers one understood mail calls for, to whom, and in which language.
+"""Which answers one understood mail calls for, to whom, and with what (pure).
 
-Rules (yes/no checks, no side effects) decide whether the bot may answer at all; this module
-then chooses the purposes. Privacy: dossier details go only to addresses linked to the dossier
-(the original sender and the contacts its order form names); anyone else gets nothing, and
-staff get a `needs_human` note instead.
+An ordered chain of rules, like policy.py's: each looks at the case (the understanding, and the
+facts read from the store before: answers/facts.py) and decides, or leaves it to the next:
+
+    robot mail -> staff mail -> unrelated mail -> must not answer (policy.py) -> stranger
+    -> a client's question -> an echo of the bot's own answer -> the documents' answers
+
+Privacy: dossier details go only to addresses linked to the dossier (the original sender and the
+contacts its order form names); anyone else gets nothing, and staff get a `needs_human` note
+instead. Rendering the intents into mails is answers/drafts.py's job; queueing them, the pipeline's.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
+from typing import Any
 
-from sqlmodel import Session, col, select
-
-from mailbot.answers.language import LanguageWords, body_language, pick_language
+from mailbot.answers.facts import Facts
 from mailbot.answers.policy import echo_reason, no_answer_reason
-from mailbot.answers.render import Renderer
+from mailbot.answers.purposes import Purpose
 from mailbot.config import Settings
-from mailbot.dossiers.process import is_linked
-from mailbot.forms import FormRules
+from mailbot.forms import FormCheck, FormRules
 from mailbot.forms.changes import compare
 from mailbot.mail.documents import DocumentRules
-from mailbot.mail.model import ParsedMail
+from mailbot.mail.kinds import Kind, KindCode
 from mailbot.mail.robots import RobotRules
-from mailbot.mail.subject import SubjectInfo
-from mailbot.outbox import Draft
-from mailbot.store.models import OutboxMail
-
-if TYPE_CHECKING:
-    from mailbot.pipeline import Understanding
-
-BRUSSELS = ZoneInfo("Europe/Brussels")
+from mailbot.understanding import Understanding
 
 
 @dataclass(frozen=True)
@@ -42,157 +36,168 @@ class Silence:
     reason: str
 
 
-def thread_subject(subject: SubjectInfo, reference: str | None, fallback: str) -> str:
-    """RE:, the dossier reference, then the thread's subject without its prefixes; one line."""
-    core = " ".join((subject.core or subject.text or fallback).split())
-    return f"RE: [{reference}] {core}" if reference else f"RE: {core}"
+@dataclass(frozen=True)
+class Answer:
+    """An answer of `purpose` to the client who wrote (`to`), BOSA in copy or not."""
+    purpose: Purpose
+    to: str
+    cc_bosa: bool
+    data: Mapping[str, Any]  # what its template shows, besides the dossier and the time
+    detail: Mapping[str, Any] = field(default_factory=dict)  # recorded with the outbox mail
 
 
-def dossier_view(dossier) -> SimpleNamespace | None:
-    if dossier is None:
+@dataclass(frozen=True)
+class StaffNote:
+    """A `needs_human` note to the staff of `team`, the watched mailbox the mail came into."""
+    team: str
+    reason: str
+
+
+Intent = Silence | Answer | StaffNote
+
+
+@dataclass(frozen=True)
+class Case:
+    """All a decision is made from."""
+    understanding: Understanding
+    facts: Facts
+    raw: bytes | None  # the mail as received (policy.py reads delivery reports in it)
+    settings: Settings
+    form_rules: FormRules
+    document_rules: DocumentRules
+    robot_rules: RobotRules
+
+
+Rule = Callable[[Case], tuple[Intent, ...] | None]  # None: not this rule's case, ask the next
+
+
+def robot_mail(c: Case) -> tuple[Intent, ...] | None:
+    u = c.understanding
+    if u.kind in (Kind.BOUNCE, Kind.AUTO_REPLY):
+        return (Silence(f"{u.kind}: {u.kind_reason}"),)
+    return None
+
+
+def staff_mail(c: Case) -> tuple[Intent, ...] | None:
+    if c.understanding.kind == Kind.STAFF:
+        return (Silence("a staff mail: staff answer clients themselves"),)
+    return None
+
+
+def unrelated_mail(c: Case) -> tuple[Intent, ...] | None:
+    u = c.understanding
+    if u.kind != Kind.UNRELATED:
         return None
-    return SimpleNamespace(reference=dossier.reference, project_name=dossier.project_name,
-                           organisation=dossier.organisation)
+    if u.kind_code != KindCode.NO_DOSSIER:  # list or bulk mail: the digest lists it, no note
+        return (Silence(f"unrelated: {u.kind_reason}"),)
+    return Silence("unrelated: in no dossier"), StaffNote(team_of(c), "a mail outside any dossier")
 
 
-def client_language(u: Understanding, words: LanguageWords) -> str | None:
-    form = u.change.form if u.change else None
-    return pick_language(form.language if form else None, u.subject.language, body_language(u.mail.body_text, words),
-                         u.dossier.language if u.dossier else None)
+def must_not_answer(c: Case) -> tuple[Intent, ...] | None:
+    if reason := no_answer_reason(c.understanding.mail, c.raw, c.settings, c.robot_rules):
+        return (Silence(reason),)
+    return None
 
 
-def plan_for_mail(session: Session, u: Understanding, raw: bytes, msg_pk: int, at: dt.datetime,
-                  settings: Settings, renderer: Renderer, form_rules: FormRules,
-                  document_rules: DocumentRules, robot_rules: RobotRules, words: LanguageWords) -> list[Draft | Silence]:
-    """The drafts (or the silences) for one processed mail."""
-    mail, dossier = u.mail, u.dossier
-    if u.kind in ("bounce", "auto_reply"):
-        return [Silence(f"{u.kind}: {u.kind_reason}")]
-    if u.kind == "staff":
-        return [Silence("a staff mail: staff answer clients themselves")]
-    if u.kind == "unrelated":
-        if u.kind_reason != "in no dossier":  # list or bulk mail: the digest lists it, no note
-            return [Silence(f"unrelated: {u.kind_reason}")]
-        return [Silence("unrelated: in no dossier"),
-                _needs_human(u, msg_pk, at, settings, renderer, "a mail outside any dossier")]
-    if reason := no_answer_reason(mail, raw, settings, robot_rules):
-        return [Silence(reason)]
-    # linked before this mail: a stranger's order form that names the stranger as a contact
+def stranger(c: Case) -> tuple[Intent, ...] | None:
+    # linked before this mail too: a stranger's order form that names the stranger as a contact
     # links them while the mail is applied, and must not earn them an answer at once
-    if dossier is None or u.unlinked_sender or not is_linked(session, dossier, mail.sender):
-        who = "a sender not linked to the dossier" if dossier is not None else "a sender with no dossier"
-        return [Silence(f"privacy: {who} gets no dossier details"),
-                _needs_human(u, msg_pk, at, settings, renderer, f"{who} wrote; the bot tells strangers nothing")]
-    if u.kind == "reply":
-        return [Silence("a client's question in a dossier: a person answers")]
-    if reason := _echo(session, mail, at, document_rules, robot_rules):
-        return [Silence(reason)]
-    return _submission(u, msg_pk, at, settings, renderer, form_rules, words)
-
-
-MAX_THREAD_IDS = 50  # of References, the newest: a hostile mail may name thousands
-
-
-def replied_answer(session: Session, mail: ParsedMail) -> OutboxMail | None:
-    """The bot's own mail (an outbox row) that this mail replies to: the one In-Reply-To names,
-    else the newest one References names."""
-    direct = mail.in_reply_to[:5]
-    ids = list(dict.fromkeys((*direct, *mail.references[-MAX_THREAD_IDS:])))
-    if not ids:
+    u = c.understanding
+    if u.dossier is not None and not u.unlinked_sender and c.facts.linked:
         return None
-    rows = session.exec(select(OutboxMail).where(col(OutboxMail.message_id).in_(ids))).all()
-    if not rows:
-        return None
-    return max([r for r in rows if r.message_id in direct] or rows, key=lambda r: r.id)
+    who = "a sender not linked to the dossier" if u.dossier is not None else "a sender with no dossier"
+    return (Silence(f"privacy: {who} gets no dossier details"),
+            StaffNote(team_of(c), f"{who} wrote; the bot tells strangers nothing"))
 
 
-def _echo(session: Session, mail: ParsedMail, at: dt.datetime, document_rules: DocumentRules,
-          robot_rules: RobotRules) -> str | None:
-    """Why a reply to one of the bot's own answers is not answered again (policy.echo_reason)."""
-    answer = replied_answer(session, mail)
-    if answer is None:
-        return None
-    seconds = (at - (answer.sent_at or answer.created_at)).total_seconds()
-    return echo_reason(mail, answer.purpose, seconds, document_rules, robot_rules)
+def client_question(c: Case) -> tuple[Intent, ...] | None:
+    if c.understanding.kind == Kind.REPLY:
+        return (Silence("a client's question in a dossier: a person answers"),)
+    return None
 
 
-def _submission(u: Understanding, msg_pk: int, at: dt.datetime, settings: Settings,
-                renderer: Renderer, form_rules: FormRules, words: LanguageWords) -> list[Draft | Silence]:
-    dossier, change = u.dossier, u.change
-    language = client_language(u, words)
-    base: dict[str, Any] = {"dossier": dossier_view(dossier), "now": _now(at)}
-    out: list[Draft | Silence] = []
+def echo(c: Case) -> tuple[Intent, ...] | None:
+    """A reply to one of the bot's own answers that brings nothing new (policy.echo_reason)."""
+    replied = c.facts.replied_to
+    if replied is not None and (reason := echo_reason(c.understanding.mail, replied.purpose, replied.seconds,
+                                                      c.document_rules, c.robot_rules)):
+        return (Silence(reason),)
+    return None
 
-    def draft(purpose: str, context: dict[str, Any], detail: dict[str, Any], cc_bosa: bool) -> Draft:
-        rendered = renderer.render(purpose, language, base | context)
-        wl = settings.mailboxes[settings.answers.from_mailbox].address
-        cc = (settings.mailboxes["bosa"].address,) if cc_bosa else ()
-        return Draft(purpose, wl, (u.mail.sender,), cc, rendered,
-                     thread_subject(u.subject, dossier.reference, rendered.subject),
-                     dossier.id, msg_pk, u.mail.message_id,
-                     (*u.mail.references, *([u.mail.message_id] if u.mail.message_id else [])),
-                     {"dossier": dossier.reference} | detail)
 
+def documents(c: Case) -> tuple[Intent, ...]:
+    """What the order form and the signed documents of a client's mail call for; always decides."""
+    u = c.understanding
+    out = [a for a in (form_answer(c), signed_answer(c)) if a is not None]
+    return tuple(out) or (Silence("nothing to answer: " + (", ".join(u.reading.kinds) or "no document")),)
+
+
+RULES: tuple[Rule, ...] = (robot_mail, staff_mail, unrelated_mail, must_not_answer, stranger, client_question,
+                           echo, documents)
+
+
+def decide(case: Case, rules: tuple[Rule, ...] = RULES) -> tuple[Intent, ...]:
+    """The first rule that decides, decides; `documents`, last, always does."""
+    for rule in rules:
+        if (intents := rule(case)) is not None:
+            return intents
+    return ()
+
+
+def team_of(c: Case) -> str:
+    """The watched mailbox whose staff hear of the mail: the first it came into."""
+    return next((m for m in c.understanding.mailboxes if m in c.settings.mailboxes), "worldline")
+
+
+def form_answer(c: Case) -> Answer | None:
+    u = c.understanding
+    dossier, change, to = u.dossier, u.change, u.mail.sender
     form = change.form if change else None
     if form is not None:
-        changes = compare(change.previous_form, form) if change.previous_form else None
-        lang = form.language or "fr"
-        changes_view = SimpleNamespace(**{k: [form_rules.label(f, lang) for f in getattr(changes, k)]
-                                          for k in ("fixed", "still_wrong", "newly_wrong", "changed")}) \
-            if changes else None
-        detail = {"problems": [[p.field, p.code] for p in form.problems]}
-        if changes:
-            detail["changes"] = changes.summary()
-        if form.complete:
-            out.append(draft("form_complete", {"filename": form.file, "convention_received": dossier.convention_received,
-                                               "prevalidation_days": settings.deadlines.prevalidation.days,
-                                               "changes": changes_view}, detail, True))
-        else:
-            problems = [SimpleNamespace(field=p.field, code=p.code, label=p.label, message=p.message)
-                        for p in form.problems]
-            out.append(draft("form_incomplete", {"problems": problems, "changes": changes_view, "filename": form.file},
-                             detail, True))
-    else:
-        attempts = u.reading.of("order_form")
-        if attempts:
-            check = next((d.check for d in attempts if d.check is not None), None)
-            reason = "unreadable" if check is not None else "not_a_workbook"
-            text = check.problems[0].message if check and check.problems else attempts[0].reason
-            out.append(draft("form_missing", {"reason": reason, "detail": text},
-                             {"problems": [["form", check.problems[0].code]] if check and check.problems else []}, True))
-        elif not u.reading.documents and dossier.form_status in ("none", "attempted"):
-            out.append(draft("form_missing", {"reason": "no_attachment", "detail": ""}, {}, True))
-    signed_docs = u.reading.of("signed_order_form") + u.reading.of("id_copy")
-    if signed_docs:
-        if dossier.signed_form_received and dossier.id_copy_received:
-            out.append(draft("signed_received", {"encoding_days": settings.deadlines.encoding.days}, {}, False))
-        else:
-            missing = [w for w, have in (("signed_order_form", dossier.signed_form_received),
-                                         ("id_copy", dossier.id_copy_received)) if not have]
-            received = [w for w, have in (("signed_order_form", dossier.signed_form_received),
-                                          ("id_copy", dossier.id_copy_received)) if have]
-            out.append(draft("signed_incomplete", {"missing": missing, "received": received},
-                             {"missing": missing}, False))
-    if not out:
-        out.append(Silence("nothing to answer: " + (", ".join(u.reading.kinds) or "no document")))
-    return out
+        return _form_checked(c, form)
+    attempts = u.reading.of("order_form")
+    if attempts:
+        check = next((d.check for d in attempts if d.check is not None), None)
+        reason = "unreadable" if check is not None else "not_a_workbook"
+        text = check.problems[0].message if check and check.problems else attempts[0].reason
+        return Answer(Purpose.FORM_MISSING, to, True, {"reason": reason, "detail": text},
+                      {"problems": [["form", check.problems[0].code]] if check and check.problems else []})
+    if not u.reading.documents and dossier.form_status in ("none", "attempted"):
+        return Answer(Purpose.FORM_MISSING, to, True, {"reason": "no_attachment", "detail": ""}, {})
+    return None
 
 
-def _now(at: dt.datetime) -> str:
-    return at.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M")
+def _form_checked(c: Case, form: FormCheck) -> Answer:
+    u = c.understanding
+    previous = u.change.previous_form
+    changes = compare(previous, form) if previous else None
+    lang = form.language or "fr"
+    changes_view = SimpleNamespace(**{k: [c.form_rules.label(f, lang) for f in getattr(changes, k)]
+                                      for k in ("fixed", "still_wrong", "newly_wrong", "changed")}) \
+        if changes else None
+    detail: dict[str, Any] = {"problems": [[p.field, p.code] for p in form.problems]}
+    if changes:
+        detail["changes"] = changes.summary()
+    if form.complete:
+        return Answer(Purpose.FORM_COMPLETE, u.mail.sender, True,
+                      {"filename": form.file, "convention_received": u.dossier.convention_received,
+                       "prevalidation_days": c.settings.deadlines.prevalidation.days, "changes": changes_view},
+                      detail)
+    problems = [SimpleNamespace(field=p.field, code=p.code, label=p.label, message=p.message) for p in form.problems]
+    return Answer(Purpose.FORM_INCOMPLETE, u.mail.sender, True,
+                  {"problems": problems, "changes": changes_view, "filename": form.file}, detail)
 
 
-def _needs_human(u: Understanding, msg_pk: int, at: dt.datetime, settings: Settings, renderer: Renderer,
-                 reason: str) -> Draft:
-    """A triage note to the staff of the mailbox the mail came into."""
-    team = next((m for m in u.mailboxes if m in settings.mailboxes), "worldline")
-    box = settings.mailboxes[team]
-    mail = SimpleNamespace(subject=u.mail.subject, sender=u.mail.sender or "(none)", mailboxes=[team],
-                           kind=u.kind, received=_now(at))
-    rendered = renderer.render("needs_human", "en", {"dossier": dossier_view(u.dossier), "now": _now(at),
-                                                      "mail": mail, "reason": reason})
-    ref = u.dossier.reference if u.dossier else None
-    subject = f"[mailbot] needs a person: {u.mail.subject[:120]}" if not ref else f"[{ref}] [mailbot] needs a person: {u.mail.subject[:100]}"
-    return Draft("needs_human", settings.mailboxes[settings.answers.from_mailbox].address, (box.address,), (),
-                 rendered, subject, u.dossier.id if u.dossier else None, msg_pk, None, (),
-                 {"dossier": ref, "reason": reason}, client_mail=False)
+def signed_answer(c: Case) -> Answer | None:
+    u = c.understanding
+    dossier = u.dossier
+    if not (u.reading.of("signed_order_form") + u.reading.of("id_copy")):
+        return None
+    if dossier.signed_form_received and dossier.id_copy_received:
+        return Answer(Purpose.SIGNED_RECEIVED, u.mail.sender, False,
+                      {"encoding_days": c.settings.deadlines.encoding.days})
+    have = (("signed_order_form", dossier.signed_form_received), ("id_copy", dossier.id_copy_received))
+    missing = [w for w, got in have if not got]
+    received = [w for w, got in have if got]
+    return Answer(Purpose.SIGNED_INCOMPLETE, u.mail.sender, False, {"missing": missing, "received": received},
+                  {"missing": missing})

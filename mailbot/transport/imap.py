@@ -35,7 +35,7 @@ from mailbot.errors import (
     SignInError,
     StoreError,
 )
-from mailbot.pipeline import Seen
+from mailbot.seen import Seen
 from mailbot.shims import imapclient_imaplib
 from mailbot.store.folders import FolderStateStore
 from mailbot.transport.oauth import Credential, imap_login

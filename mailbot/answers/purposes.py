@@ -1,0 +1,23 @@
+"""Why the bot writes a mail: one purpose, one template per language (templates/<purpose>.*)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Purpose(StrEnum):
+    """The values are stored in the outbox and the decisions, and name the templates."""
+    # to the client, answering a mail
+    FORM_COMPLETE = "form_complete"
+    FORM_INCOMPLETE = "form_incomplete"
+    FORM_MISSING = "form_missing"
+    SIGNED_RECEIVED = "signed_received"
+    SIGNED_INCOMPLETE = "signed_incomplete"
+    # to staff, about a mail
+    NEEDS_HUMAN = "needs_human"
+    # the scheduled ones
+    REMINDER = "reminder"
+    WARNING = "warning"
+    ESCALATION = "escalation"
+    DIGEST = "digest"
+    WATCHDOG = "watchdog"

@@ -1,0 +1,14 @@
+"""Where a mail was seen: what the watchers (IMAP, replay) hand the pipeline with its bytes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Seen:
+    """Where a mail was seen: a watched mailbox, a folder and, on IMAP, its UIDVALIDITY and UID."""
+    mailbox: str
+    folder: str = "INBOX"
+    uidvalidity: int | None = None
+    uid: int | None = None

@@ -1,0 +1,55 @@
+"""What the pipeline made of one mail: the understanding the answers are decided from, and the
+outcome its callers (the watchers, replay) see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailbot.dossiers.process import Change
+from mailbot.mail.documents import Reading
+from mailbot.mail.kinds import Kind, KindCode
+from mailbot.mail.model import ParsedMail
+from mailbot.mail.subject import SubjectInfo
+from mailbot.store.models import Dossier
+
+
+@dataclass(frozen=True)
+class Understanding:
+    """What the bot made of one mail, for the answers and for the timeline."""
+    mail: ParsedMail
+    subject: SubjectInfo
+    mailboxes: tuple[str, ...]
+    reading: Reading
+    kind: Kind
+    kind_code: KindCode
+    kind_reason: str
+    dossier: Dossier | None
+    matched_by: str
+    staff_party: str | None
+    unlinked_sender: bool  # not linked to its dossier before this mail (and no colleague)
+    change: Change | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    message_pk: int
+    key: str
+    message_id: str | None
+    mailboxes: tuple[str, ...]  # every watched mailbox the mail has been seen in so far
+    duplicate: bool  # seen before: only where it was seen is recorded
+    understanding: Understanding | None = None
+    quarantined: str | None = None  # the reason, when set aside for a person
+    failed: str | None = None  # the reason of a failure that will be retried
+    known: tuple[str | None, str | None] = (None, None)  # a duplicate's recorded kind and dossier
+
+    @property
+    def kind(self) -> str | None:
+        """As recorded (a `Kind` value)."""
+        return self.understanding.kind.value if self.understanding else self.known[0]
+
+    @property
+    def dossier(self) -> str | None:
+        u = self.understanding
+        if u is None:
+            return self.known[1]
+        return u.dossier.reference if u.dossier else None
