@@ -230,12 +230,43 @@ class Smtp(Login):
         return self
 
 
+class SenderAuthentication(_Strict):
+    """Which receiving server's Authentication-Results to believe (mailbot.mail.authn).
+
+    A mail is from its From address only with an aligned DMARC (or DKIM) pass stamped by one of
+    these servers; with none configured, or no header from them, the sender is unauthenticated.
+    """
+    authserv_ids: tuple[str, ...] = ()  # e.g. ("mx.google.com",): headers carrying these ids
+    # Exchange Online writes its header with no authserv-id: believe the topmost one, if it
+    # sits above the Received header of the mail's entry (by a host under `entry_hosts`).
+    trust_topmost_without_id: bool = False
+    entry_hosts: tuple[str, ...] = ()  # e.g. ("protection.outlook.com",)
+    # No header from these servers: "unauthenticated" (safe) or "believe_from" (anyone can forge).
+    unstamped: str = Field(default="unauthenticated", pattern="^(unauthenticated|believe_from)$")
+
+    @field_validator("authserv_ids", "entry_hosts")
+    @classmethod
+    def _lower(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = tuple(v.strip().lower().rstrip(".") for v in value)
+        if any(not v or any(c.isspace() or c in ";=()" for c in v) for v in out):
+            raise ValueError("each entry is one host or domain name")
+        return out
+
+    @model_validator(mode="after")
+    def _domains_for_topmost(self) -> "SenderAuthentication":
+        if self.trust_topmost_without_id and not self.entry_hosts:
+            raise ValueError("trust_topmost_without_id needs entry_hosts (the domain of the provider's "
+                             "servers that take mail in, e.g. [\"protection.outlook.com\"])")
+        return self
+
+
 class Mailbox(_Strict):
     address: str
     imap: Imap | None = None  # needed by `mailbot run`, not by replay
     # Staff who write from their own address rather than the shared mailbox.
     staff: tuple[str, ...] = ()
     language: str = "fr"  # of the staff digest: "fr", "nl" or "en"
+    authentication: SenderAuthentication = SenderAuthentication()
 
     _check_address = field_validator("address")(lambda cls, v: _email(v))
     _check_staff = field_validator("staff")(lambda cls, v: tuple(_email(a) for a in v))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mailbot.errors import RulesError
 from mailbot.forms import FormCheck, FormRules, check_form
+from mailbot.mail.freemail import is_free_mail
 from mailbot.mail.model import Attachment, ParsedMail
 from mailbot.resources import rules_file
 from mailbot.tomlfile import read_toml
@@ -36,6 +37,10 @@ class DocumentRules:
     pdf_text_max_bytes: int
     pdf_text_pages: int
     public_domains: frozenset[str] = frozenset()
+
+    def is_free_mail(self, domain: str) -> bool:
+        """At a free-mail provider: the package's list and `public_domains` (mail.freemail)."""
+        return is_free_mail(domain, self.public_domains)
 
 
 def load_document_rules(path: Path | str | None = None) -> DocumentRules:

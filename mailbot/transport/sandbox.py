@@ -32,6 +32,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from imapclient import IMAPClient
 
 from mailbot.errors import SandboxError
+from mailbot.transport.stamp import AUTHSERV_ID, stamp
 
 HOST = "127.0.0.1"
 # Dovecot refuses to run its login process as root, so as root every server process runs as
@@ -422,14 +423,18 @@ class LocalSmtp:
     A recipient in `mailboxes` (address -> (user, password)) gets a copy in that user's INBOX
     with a Delivered-To header; any other recipient (a client) gets a copy in the `outside`
     user's INBOX with X-Sandbox-Rcpt, so a person can read what the bot sent out.
+    Like a receiving server, it stamps each copy with Authentication-Results under
+    `authserv_id` (its rule for loopback senders: mailbot.transport.stamp).
     """
 
     def __init__(self, imap_host: str, imap_port: int,
                  mailboxes: Mapping[str, tuple[str, str]] | None = None,
                  outside: tuple[str, str] | None = None, auth: tuple[str, str] | None = None,
                  host: str = HOST, port: int | None = None,
-                 on_accept: Callable[[Envelope], None] | None = None) -> None:
+                 on_accept: Callable[[Envelope], None] | None = None,
+                 authserv_id: str = AUTHSERV_ID) -> None:
         self.imap_host, self.imap_port = imap_host, imap_port
+        self.authserv_id = authserv_id
         self._mailboxes = {a.lower(): tuple(c) for a, c in (mailboxes or {}).items()}
         self.outside = outside
         self.auth = auth
@@ -519,8 +524,9 @@ class LocalSmtp:
             mailboxes = dict(self._mailboxes)
         if reply is None:
             try:
+                stamped = stamp(data, mail_from, self.authserv_id)
                 for rcpt in rcpt_tos:
-                    self._deliver(mail_from, rcpt, data, mailboxes)
+                    self._deliver(mail_from, rcpt, stamped, mailboxes)
                 reply = "250 2.0.0 OK: delivered locally"
             except Exception as exc:  # noqa: BLE001 -- IMAP down or refusing: the sender must retry, as with a real MTA
                 reply = f"451 4.3.0 Sandbox: local delivery failed: {type(exc).__name__}: {exc}"[:400]
