@@ -131,6 +131,9 @@ def cmd_digest(args: argparse.Namespace) -> int:
     with Session(engine) as session:
         rendered = Renderer().render("digest", box.language, digest_context(session, args.team, now, calendar))
     if args.html:
+        from mailbot.private_files import private_file
+
+        private_file(Path(args.html))  # it names clients: 0600 when created here
         Path(args.html).write_text(rendered.html, encoding="utf-8")
         print(f"wrote {args.html}")
     else:

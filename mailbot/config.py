@@ -40,6 +40,25 @@ def _email(value: str) -> str:
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
+def read_secret_file(path: Path, what: str) -> str:
+    """The first line of a file holding a secret, refused when other users may read or change it
+    (a password readable by anyone on the machine is no secret). Every secret file goes through here."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read the secret file {path} ({exc.strerror})") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{what}: the secret file {path} is open to other users (mode {stat.S_IMODE(mode):04o}); "
+                          f"run: chmod 600 {path}")
+    try:
+        return path.read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, UnicodeDecodeError, IndexError) as exc:
+        raise ConfigError(f"{what}: cannot read the secret file {path}") from exc
+
+
 class Secret(_Strict):
     """Where a password comes from: never the configuration file itself."""
     password_env: str | None = None  # the name of an environment variable
@@ -54,10 +73,7 @@ class Secret(_Strict):
                 raise ConfigError(f"{what}: the environment variable {self.password_env} is not set")
             return value
         if self.password_file:
-            try:
-                return self.password_file.read_text(encoding="utf-8").splitlines()[0]
-            except (OSError, IndexError) as exc:
-                raise ConfigError(f"{what}: cannot read the password file {self.password_file}") from exc
+            return read_secret_file(self.password_file, what)
         raise ConfigError(f"{what}: set password_env or password_file")
 
 
