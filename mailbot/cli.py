@@ -211,6 +211,29 @@ def cmd_mark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    """Purge the personal data of dossiers closed or dormant for months, or say what would go."""
+    import datetime as dt
+
+    from sqlmodel import Session
+
+    from mailbot.config import load_settings
+    from mailbot.retention import render_report, run_retention
+    from mailbot.store.db import open_database
+
+    try:
+        now = dt.datetime.fromisoformat(args.at) if args.at else dt.datetime.now(dt.timezone.utc)
+    except ValueError:
+        raise MailbotError(f"--at {args.at!r} is not an ISO time such as 2028-02-01T03:00+01:00") from None
+    now = now if now.tzinfo else now.replace(tzinfo=ZoneInfo("Europe/Brussels"))
+    settings = load_settings(args.config or SANDBOX_CONFIG)
+    engine = open_database(args.db or settings.database.url)
+    with Session(engine) as session:
+        print(render_report(run_retention(session, now, settings, apply=args.apply)))
+    engine.dispose()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailbot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -250,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     dig.add_argument("--db", help="database URL (default: the configuration's)")
     dig.add_argument("--at", help="the summary as of this ISO time (default: now)")
     dig.set_defaults(func=cmd_digest)
+    ret = sub.add_parser("retention", help="purge the personal data of dossiers closed or dormant for months")
+    how = ret.add_mutually_exclusive_group(required=True)
+    how.add_argument("--dry-run", action="store_true", help="print what would be purged, change nothing")
+    how.add_argument("--apply", action="store_true", help="purge it (the daemon does this every day)")
+    ret.add_argument("--config", help="configuration file (default: the embedded sandbox); see [retention]")
+    ret.add_argument("--db", help="database URL (default: the configuration's)")
+    ret.add_argument("--at", help="as of this ISO time (default: now)")
+    ret.set_defaults(func=cmd_retention)
     demo = sub.add_parser("demo", help="a season of sample mail through a local sandbox, narrated")
     demo.add_argument("--forms", action="store_true", help="only check the sample order forms in data/samples")
     demo.set_defaults(func=cmd_demo)

@@ -174,6 +174,15 @@ class Daemon(_Strict):
     smtp_idle_seconds: float = Field(default=5, gt=0)
 
 
+class Retention(_Strict):
+    """When the personal data of old dossiers is purged (mailbot/retention.py); references,
+    dates, kinds and events stay."""
+    months_after_close: int = Field(default=12, gt=0)  # production access sent, no deadline running
+    months_dormant: int = Field(default=18, gt=0)  # any dossier without a mail for this long
+    months_outside_dossiers: int = Field(default=6, gt=0)  # mail in no dossier, digests, staff notes
+    time: dt.time = dt.time(2, 30)  # every day, Brussels time
+
+
 class Files(_Strict):
     """Relative paths are taken from the project's folder, wherever mailbot is started."""
     form_rules: Path = ROOT / "rules" / "order_form.toml"
@@ -210,6 +219,7 @@ class Settings(_Strict):
     smtp: Smtp | None = None  # needed by `mailbot run`
     daemon: Daemon = Daemon()
     files: Files = Files()
+    retention: Retention = Retention()
 
     @field_validator("mailboxes")
     @classmethod
