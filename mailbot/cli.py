@@ -234,6 +234,31 @@ def cmd_retention(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    """An erasure request: the address removed from every dossier, mail and answer."""
+    import datetime as dt
+
+    from sqlmodel import Session, select
+
+    from mailbot.config import load_settings
+    from mailbot.erasure import forget, render_erasure
+    from mailbot.store.db import open_database
+    from mailbot.store.models import Dossier
+
+    settings = load_settings(args.config or SANDBOX_CONFIG)
+    engine = open_database(args.db or settings.database.url)
+    with Session(engine) as session:
+        erasure = forget(session, args.address, dt.datetime.now(dt.timezone.utc), own=settings.own_addresses)
+        references = dict(session.exec(select(Dossier.id, Dossier.reference)).all())
+        if args.dry_run:
+            session.rollback()
+        else:
+            session.commit()
+    engine.dispose()
+    print(render_erasure(erasure, references, applied=not args.dry_run))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailbot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -281,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     ret.add_argument("--db", help="database URL (default: the configuration's)")
     ret.add_argument("--at", help="as of this ISO time (default: now)")
     ret.set_defaults(func=cmd_retention)
+    fgt = sub.add_parser("forget", help="an erasure request: remove an e-mail address everywhere")
+    fgt.add_argument("address", help="the address, in any case or Unicode form")
+    fgt.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    fgt.add_argument("--config", help="configuration file (default: the embedded sandbox)")
+    fgt.add_argument("--db", help="database URL (default: the configuration's)")
+    fgt.set_defaults(func=cmd_forget)
     demo = sub.add_parser("demo", help="a season of sample mail through a local sandbox, narrated")
     demo.add_argument("--forms", action="store_true", help="only check the sample order forms in data/samples")
     demo.set_defaults(func=cmd_demo)
