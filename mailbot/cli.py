@@ -155,6 +155,9 @@ def cmd_digest(args: argparse.Namespace) -> int:
     with Session(engine) as session:
         rendered = renderer.render("digest", box.language, digest_context(session, args.team, now, calendar))
     if args.html:
+        from mailbot.private_files import private_file
+
+        private_file(Path(args.html))  # it names clients: 0600 when created here
         Path(args.html).write_text(rendered.html, encoding="utf-8")
         print(f"wrote {args.html}")
     else:
@@ -254,6 +257,50 @@ def cmd_mark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    """Purge the personal data of dossiers closed or dormant for months, or say what would go."""
+    import datetime as dt
+
+    from sqlmodel import Session
+
+    from mailbot.retention import render_report, run_retention
+
+    try:
+        now = dt.datetime.fromisoformat(args.at) if args.at else dt.datetime.now(dt.timezone.utc)
+    except ValueError:
+        raise MailbotError(f"--at {args.at!r} is not an ISO time such as 2028-02-01T03:00+01:00") from None
+    now = now if now.tzinfo else now.replace(tzinfo=ZoneInfo("Europe/Brussels"))
+    settings = _settings(args)
+    engine = _existing_database(args.db or settings.database.url, args)
+    with Session(engine) as session:
+        print(render_report(run_retention(session, now, settings, apply=args.apply)))
+    engine.dispose()
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    """An erasure request: the address removed from every dossier, mail and answer."""
+    import datetime as dt
+
+    from sqlmodel import Session, select
+
+    from mailbot.erasure import forget, render_erasure
+    from mailbot.store.models import Dossier
+
+    settings = _settings(args)
+    engine = _existing_database(args.db or settings.database.url, args)
+    with Session(engine) as session:
+        erasure = forget(session, args.address, dt.datetime.now(dt.timezone.utc), own=settings.own_addresses)
+        references = dict(session.exec(select(Dossier.id, Dossier.reference)).all())
+        if args.dry_run:
+            session.rollback()
+        else:
+            session.commit()
+    engine.dispose()
+    print(render_erasure(erasure, references, applied=not args.dry_run))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailbot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -300,6 +347,20 @@ def build_parser() -> argparse.ArgumentParser:
     dig.add_argument("--db", help="database URL (default: the configuration's)")
     dig.add_argument("--at", help="the summary as of this ISO time (default: now)")
     dig.set_defaults(func=cmd_digest)
+    ret = sub.add_parser("retention", help="purge the personal data of dossiers closed or dormant for months")
+    how = ret.add_mutually_exclusive_group(required=True)
+    how.add_argument("--dry-run", action="store_true", help="print what would be purged, change nothing")
+    how.add_argument("--apply", action="store_true", help="purge it (the daemon does this every day)")
+    ret.add_argument("--config", help="configuration file (default: the embedded sandbox); see [retention]")
+    ret.add_argument("--db", help="database URL (default: the configuration's)")
+    ret.add_argument("--at", help="as of this ISO time (default: now)")
+    ret.set_defaults(func=cmd_retention)
+    fgt = sub.add_parser("forget", help="an erasure request: remove an e-mail address everywhere")
+    fgt.add_argument("address", help="the address, in any case or Unicode form")
+    fgt.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    fgt.add_argument("--config", help="configuration file (default: the embedded sandbox)")
+    fgt.add_argument("--db", help="database URL (default: the configuration's)")
+    fgt.set_defaults(func=cmd_forget)
     demo = sub.add_parser("demo", help="a season of sample mail through a local sandbox, narrated")
     demo.add_argument("--forms", action="store_true", help="only check the sample order forms (those of data/samples)")
     demo.set_defaults(func=cmd_demo)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import stat
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,22 @@ def _email(value: str) -> str:
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
+def read_secret_file(path: Path, what: str) -> str:
+    """The first line of a file holding a secret, refused when other users may read or change it
+    (a password readable by anyone on the machine is no secret). Every secret file goes through here."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read the secret file {path} ({exc.strerror})") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{what}: the secret file {path} is open to other users (mode {stat.S_IMODE(mode):04o}); "
+                          f"run: chmod 600 {path}")
+    try:
+        return path.read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, UnicodeDecodeError, IndexError) as exc:
+        raise ConfigError(f"{what}: cannot read the secret file {path}") from exc
+
+
 def _from_folder(value: Path | None, info: ValidationInfo) -> Path | None:
     """A relative path from the configuration file's folder (`folder` in the validation context);
     settings built in code, with no file, keep theirs as given."""
@@ -61,10 +78,7 @@ def read_secret(env: str | None, file: Path | None, what: str, name: str = "pass
             raise ConfigError(f"{what}: the environment variable {env} is not set")
         return value
     if file:
-        try:
-            return file.read_text(encoding="utf-8").splitlines()[0]
-        except (OSError, IndexError) as exc:
-            raise ConfigError(f"{what}: cannot read the {name} file {file}") from exc
+        return read_secret_file(file, what)
     return None
 
 
@@ -322,6 +336,15 @@ class Daemon(_Strict):
     smtp_idle_seconds: float = Field(default=5, gt=0)
 
 
+class Retention(_Strict):
+    """When the personal data of old dossiers is purged (mailbot/retention.py); references,
+    dates, kinds and events stay."""
+    months_after_close: int = Field(default=12, gt=0)  # production access sent, no deadline running
+    months_dormant: int = Field(default=18, gt=0)  # any dossier without a mail for this long
+    months_outside_dossiers: int = Field(default=6, gt=0)  # mail in no dossier, digests, staff notes
+    time: dt.time = dt.time(2, 30)  # every day, Brussels time
+
+
 class Files(_Strict):
     """Rules and texts staff may change, in place of those shipped in the package (mailbot/rules/,
     mailbot/templates/); unset, the shipped ones."""
@@ -362,6 +385,7 @@ class Settings(_Strict):
     smtp: Smtp | None = None  # needed by `mailbot run`
     daemon: Daemon = Daemon()
     files: Files = Files()
+    retention: Retention = Retention()
 
     @field_validator("mailboxes")
     @classmethod

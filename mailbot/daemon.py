@@ -24,7 +24,7 @@ from sqlmodel import Session, select
 
 from mailbot.config import Settings
 from mailbot.context import Context
-from mailbot.jobs import run_digest, run_sweep
+from mailbot.jobs import run_digest, run_retention, run_sweep
 from mailbot.outbox import Draft, enqueue, written_since
 from mailbot.pipeline import handle
 from mailbot.readers import Read, Readers, Unreadable
@@ -155,7 +155,14 @@ class Daemon:
         at = schedule.digest_time
         scheduler.add_job(self.job, CronTrigger(day_of_week="mon-fri", hour=at.hour, minute=at.minute, timezone=BRUSSELS),
                           args=["digest"], id="digest", replace_existing=True, misfire_grace_time=3600, coalesce=True)
+        at = self.settings.retention.time
+        scheduler.add_job(self.retention, CronTrigger(hour=at.hour, minute=at.minute, timezone=BRUSSELS),
+                          id="retention", replace_existing=True, misfire_grace_time=12 * 3600, coalesce=True)
         return scheduler
+
+    async def retention(self) -> None:
+        """Every day, holidays too: it mails nobody."""
+        await self.run_db(run_retention, self.ctx, self.clock())
 
     async def catch_up(self) -> None:
         """After downtime: what is due comes from the database, so one sweep makes up for every

@@ -48,6 +48,10 @@ class StoreError(MailbotError):
     """The database cannot be opened or written."""
 
 
+class NotAnAddress(MailbotError):
+    """An erasure request (`mailbot forget`) that does not name an e-mail address."""
+
+
 class SandboxError(MailbotError):
     """A local sandbox server (Dovecot, pymap, the SMTP sink) cannot be started or used."""
 

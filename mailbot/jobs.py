@@ -7,6 +7,7 @@ made up by the next one and two runs never act twice.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from sqlmodel import Session
 
@@ -14,7 +15,10 @@ from mailbot.answers.digest import digest_draft
 from mailbot.answers.scheduled import alert_draft, reminder_drafts
 from mailbot.context import Context
 from mailbot.outbox import enqueue
+from mailbot.retention import run_retention as purge
 from mailbot.sweep import sweep
+
+log = logging.getLogger("mailbot.jobs")
 
 
 def run_sweep(ctx: Context, now: dt.datetime) -> None:
@@ -38,4 +42,12 @@ def run_digest(ctx: Context, now: dt.datetime) -> None:
         session.commit()
 
 
-JOBS = {"sweep": run_sweep, "digest": run_digest}
+def run_retention(ctx: Context, now: dt.datetime) -> None:
+    """The personal data of dossiers closed or dormant for months is purged (mailbot/retention.py)."""
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        report = purge(session, now, ctx.settings, apply=True)
+    log.info("retention", extra={"dossiers": [due.reference for due, _ in report.dossiers],
+                                 "outside_dossiers": report.outside.summary()})
+
+
+JOBS = {"sweep": run_sweep, "digest": run_digest, "retention": run_retention}

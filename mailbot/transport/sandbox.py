@@ -32,6 +32,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from imapclient import IMAPClient
 
 from mailbot.errors import SandboxError
+from mailbot.private_files import private_dir
 from mailbot.transport.stamp import AUTHSERV_ID, stamp
 
 HOST = "127.0.0.1"
@@ -581,7 +582,7 @@ class Sandbox:
         self._passwords: dict[str, str] = {}
 
     def start(self) -> Self:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)  # whole mails and passwords: 0700 when created here
         if os.geteuid() == 0:  # the servers run as nobody, who must be able to enter the folder
             os.chmod(self.folder, self.folder.stat().st_mode | 0o111)
         if self._credentials_path.exists():
