@@ -111,6 +111,8 @@ def test_signed_documents(ctx):
                    message_id="<s2@x.be>"), at=AT + dt.timedelta(days=3))
     purposes = [(o.purpose, json.loads(o.detail).get("missing")) for o in sent(ctx)]
     assert purposes == [("form_complete", None), ("signed_incomplete", ["id_copy"]), ("signed_received", None)]
+    last = sent(ctx)[-1]  # the convention never came: the client still owes it
+    assert "convention d'utilisation signée" in last.body_text and "Aucune action" not in last.body_text
 
 
 @pytest.mark.parametrize("headers, sender, reason", [

@@ -94,7 +94,7 @@ def client_contexts(purpose: str, language: str) -> list[dict]:
                 {"missing": ["signed_order_form"], "received": ["id_copy"]},
                 {"missing": ["signed_order_form", "id_copy"], "received": []}]
     if purpose == "signed_received":
-        return [{"encoding_days": 6}]
+        return [{"encoding_days": 6, "convention_received": False}, {"encoding_days": 6, "convention_received": True}]
     if purpose == "reminder":
         return [{"waiting": ["corrected_order_form", "convention"], "days": 5},
                 {"waiting": ["convention"], "days": 1},
@@ -238,6 +238,19 @@ def test_form_complete_convention_reminder():
     received, _ = render("form_complete", "fr", base | {"convention_received": True})
     assert "convention d'utilisation" in missing and "convention d'utilisation" not in received
     assert "3 jours ouvrables" in missing and "fichier séparé" in missing
+
+
+@pytest.mark.parametrize(("language", "awaited", "no_action"), [
+    ("fr", "convention d'utilisation signée", "Aucune action n'est requise"),
+    ("nl", "ondertekende gebruiksovereenkomst", "hoeft u niets te doen"),
+])
+def test_signed_received_says_the_convention_is_still_awaited(language, awaited, no_action):
+    base = {"dossier": dossier(language), "language": language, "now": NOW, "encoding_days": 6}
+    for owed in (True, False):
+        text, html = render("signed_received", language, base | {"convention_received": not owed})
+        for body in (text, html.replace("<strong>", "").replace("</strong>", "")):
+            assert (awaited in body) is owed, (owed, body)
+            assert (no_action in body) is not owed, (owed, body)
 
 
 def test_codes_are_translated():

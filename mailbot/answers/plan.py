@@ -163,7 +163,8 @@ def _submission(u: Understanding, msg_pk: int, at: dt.datetime, settings: Settin
     signed_docs = u.reading.of("signed_order_form") + u.reading.of("id_copy")
     if signed_docs:
         if dossier.signed_form_received and dossier.id_copy_received:
-            out.append(draft("signed_received", {"encoding_days": settings.deadlines.encoding.days}, {}, False))
+            out.append(draft("signed_received", {"encoding_days": settings.deadlines.encoding.days,
+                                                 "convention_received": dossier.convention_received}, {}, False))
         else:
             missing = [w for w, have in (("signed_order_form", dossier.signed_form_received),
                                          ("id_copy", dossier.id_copy_received)) if not have]
