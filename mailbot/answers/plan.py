@@ -170,11 +170,20 @@ def _submission(u: Understanding, msg_pk: int, at: dt.datetime, settings: Settin
                                          ("id_copy", dossier.id_copy_received)) if not have]
             received = [w for w, have in (("signed_order_form", dossier.signed_form_received),
                                           ("id_copy", dossier.id_copy_received)) if have]
-            out.append(draft("signed_incomplete", {"missing": missing, "received": received},
+            out.append(draft("signed_incomplete", {"missing": missing, "received": received,
+                                                   "unusable": _unusable(u, signed_docs, missing)},
                              {"missing": missing}, False))
     if not out:
         out.append(Silence("nothing to answer: " + (", ".join(u.reading.kinds) or "no document")))
     return out
+
+
+def _unusable(u: Understanding, docs, missing: list[str]) -> list[SimpleNamespace]:
+    """The files that came for a missing document but cannot be used, and why: the client is
+    told what was received, never that nothing came."""
+    return [SimpleNamespace(filename=u.mail.attachments[d.index].filename or "?", what=d.kind, problem=d.problem,
+                            size_kb=max(1, round(u.mail.attachments[d.index].size / 1000)))
+            for d in docs if not d.usable and d.kind in missing]
 
 
 def _now(at: dt.datetime) -> str:
