@@ -185,18 +185,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.shadow:
             settings = settings.model_copy(update={"answers": settings.answers.model_copy(update={"shadow": True})})
         return asyncio.run(Daemon(settings).serve())
-    from mailbot.transport.local import sandbox_for, sandbox_settings
+    from mailbot.transport.local import sandbox_for, sandbox_help, sandbox_settings
 
     sandbox, data = sandbox_for(folder=Path(args.sandbox) if args.sandbox else None)
     with sandbox:
         settings = sandbox_settings(sandbox, data)
         if args.shadow:
             settings = settings.model_copy(update={"answers": settings.answers.model_copy(update={"shadow": True})})
-        wl = settings.mailboxes["worldline"].address
-        print(f"mailbot sandbox: send mail to {wl} (and {settings.mailboxes['bosa'].address}) through "
-              f"SMTP {sandbox.smtp_host}:{sandbox.smtp_port}; read the mailboxes over IMAP "
-              f"{sandbox.imap_host}:{sandbox.imap_port} (users worldline, bosa, outside; passwords in "
-              f"{sandbox.folder / 'credentials.json'}). Ctrl-C stops.", flush=True)
+        print(sandbox_help(sandbox, settings), flush=True)
         return asyncio.run(Daemon(settings).serve())
 
 

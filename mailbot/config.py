@@ -8,8 +8,13 @@ mailbot is started from (a service's working directory is not the administrator'
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+import json
 import os
+import re
 import stat
+import types
+import typing
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
@@ -418,17 +423,108 @@ class Settings(_Strict):
         return frozenset(box.address for box in self.mailboxes.values())
 
 
-def _sentence(error: ValidationError, source: str) -> str:
+MAILBOX_NAMES = ("worldline", "bosa")
+
+# What a key of each pydantic error type should hold, in the words of someone editing TOML.
+_EXPECTED = {
+    "int_parsing": "a whole number", "int_type": "a whole number", "int_from_float": "a whole number",
+    "float_parsing": "a number", "float_type": "a number",
+    "bool_parsing": "true or false", "bool_type": "true or false",
+    "string_type": "text in quotes", "path_type": "a path in quotes",
+    "time_parsing": 'a time of day such as "08:30"', "time_type": 'a time of day such as "08:30"',
+    "tuple_type": "a list in square brackets", "list_type": "a list in square brackets",
+    "greater_than": "greater than {gt}", "greater_than_equal": "at least {ge}",
+    "less_than": "less than {lt}", "less_than_equal": "at most {le}",
+}
+
+
+def _sentence(error: ValidationError, source: str, data: Any = None) -> str:
     # A misspelt key explains the "required" error that comes with it: name it first.
     first = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
-    where = ".".join(str(p) for p in first["loc"]) or "the file"
+    loc = tuple(str(p) for p in first["loc"])
+    where = ".".join(loc) or "the file"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    if loc[:1] == ("mailboxes",) and (misspelt := _misspelt_mailbox(data)):
+        return f"{source}: {misspelt}"
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        message = "is not a known key (see config.example.toml)"
-    elif first["type"] == "missing":
+        return f"{source}: {_unknown_key(loc, first['input'])}{more}"
+    if first["type"] == "missing":
         message = "is required"
-    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    elif expected := _expected(first, where):
+        message = f"should be {expected}, not {_as_toml(first['input'])}"
     return f"{source}: {where} {message}{more}"
+
+
+def _expected(error: Any, where: str) -> str | None:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in ("model_type", "dict_type"):
+        return f"a table ([{where}] and its keys)"
+    if kind == "string_pattern_mismatch":
+        choices = re.fullmatch(r"\^\(([\w|]+)\)\$", ctx.get("pattern", ""))
+        return "one of " + ", ".join(f'"{c}"' for c in choices.group(1).split("|")) if choices else None
+    return _EXPECTED[kind].format(**ctx) if kind in _EXPECTED else None
+
+
+def _as_toml(value: Any) -> str:
+    """A value as it was written in the file (near enough), cut short."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, (list, tuple)):
+        text = "[" + ", ".join(_as_toml(v) for v in value) + "]"
+    elif isinstance(value, dict):
+        text = "a table"
+    else:
+        text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _unknown_key(loc: tuple[str, ...], value: Any) -> str:
+    """'[answer] is not a known section: did you mean [answers]?'"""
+    section = isinstance(value, dict)
+
+    def name(path: tuple[str, ...]) -> str:
+        return f"[{'.'.join(path)}]" if section else ".".join(path)
+    what = "section" if section else "key"
+    close = difflib.get_close_matches(loc[-1], _known_keys(loc[:-1]), n=1)
+    if close:
+        return f"{name(loc)} is not a known {what}: did you mean {name(loc[:-1] + (close[0],))}?"
+    return f"{name(loc)} is not a known {what} (see config.example.toml)"
+
+
+def _known_keys(path: tuple[str, ...]) -> list[str]:
+    """The keys the settings accept under `path`."""
+    def is_model(t: Any) -> bool:
+        return isinstance(t, type) and issubclass(t, BaseModel)
+
+    model: Any = Settings
+    for part in path:
+        if typing.get_origin(model) is dict:  # mailboxes.<name>
+            model = typing.get_args(model)[1]
+            continue
+        field = model.model_fields.get(part) if is_model(model) else None
+        if field is None:
+            return []
+        model = field.annotation
+        if typing.get_origin(model) in (typing.Union, types.UnionType):  # Imap | None
+            model = next((a for a in typing.get_args(model) if is_model(a)), model)
+    if typing.get_origin(model) is dict:
+        return list(MAILBOX_NAMES)
+    return list(model.model_fields) if is_model(model) else []
+
+
+def _misspelt_mailbox(data: Any) -> str | None:
+    """'[mailboxes.worldine] is not a known mailbox: did you mean [mailboxes.worldline]?'"""
+    boxes = data.get("mailboxes") if isinstance(data, dict) else None
+    if not isinstance(boxes, dict):
+        return None
+    for name in boxes:
+        close = difflib.get_close_matches(str(name), MAILBOX_NAMES, n=1)
+        if name not in MAILBOX_NAMES and close:
+            return f"[mailboxes.{name}] is not a known mailbox: did you mean [mailboxes.{close[0]}]?"
+    return None
 
 
 def parse_settings(data: dict[str, Any], source: str = "configuration", folder: Path | None = None) -> Settings:
@@ -437,7 +533,7 @@ def parse_settings(data: dict[str, Any], source: str = "configuration", folder: 
     try:
         return Settings.model_validate(data, context={"folder": folder})
     except ValidationError as exc:
-        raise ConfigError(_sentence(exc, source)) from None
+        raise ConfigError(_sentence(exc, source, data)) from None
 
 
 def load_settings(path: Path | str | Traversable) -> Settings:

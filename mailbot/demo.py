@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import email
 import json
 import smtplib
 import tempfile
@@ -70,29 +71,35 @@ class Demo:
         return 0
 
     def _season(self, mails: list[Mail]) -> None:
+        # Nothing that changes from run to run (folder, ports, Message-IDs) is narrated.
         self.out(f"mailbot demo: a season of {len(mails)} mails through a local IMAP/SMTP sandbox "
-                 f"({self.sandbox.folder}), on a simulated clock.\n")
+                 "on 127.0.0.1, on a simulated clock.\n")
         for mail in mails:
             self._jobs_until(mail.at)
             self.clock.now = mail.at
             self.out(f"{_when(mail.at)}  {mail.note}")
-            self._deliver(mail)
-            self._settle(mail)
+            self._settle(mail, self._deliver(mail))
         self._jobs_until(mails[-1].at + dt.timedelta(days=self.until_days // 2))
 
-    def _deliver(self, mail: Mail) -> None:
+    def _deliver(self, mail: Mail) -> set[str]:
+        """Send the mail; the places ("worldline/INBOX") where the bot will find it."""
         raw = mail.to_bytes()
         recipients = [*mail.to, *mail.cc]
         with smtplib.SMTP(self.sandbox.smtp_host, self.sandbox.smtp_port, timeout=10) as smtp:
             smtp.sendmail(mail.sender.split("<")[-1].rstrip(">"), recipients, raw.replace(b"\n", b"\r\n"))
-        sender = mail.sender.split("<")[-1].rstrip(">").lower()
-        for name, box in self.settings.mailboxes.items():
-            if sender == box.address or sender in box.staff:
-                # What staff send from their mail program lands in their Sent folder.
-                imap_append(self.sandbox.imap_host, self.sandbox.imap_port, *self.sandbox.credentials(name), raw, "Sent")
+        places = set()
+        for address in recipients:
+            if name := self.settings.mailbox_of(address.split("<")[-1].rstrip(">")):
+                places.add(f"{name}/{self.settings.mailboxes[name].imap.inbox}")
+        if name := self.settings.mailbox_of(mail.sender.split("<")[-1].rstrip(">")):
+            # What staff send from their mail program lands in their Sent folder.
+            imap_append(self.sandbox.imap_host, self.sandbox.imap_port, *self.sandbox.credentials(name), raw, "Sent")
+            places.add(f"{name}/Sent")
+        return places
 
-    def _settle(self, mail: Mail) -> None:
-        """Wait until the bot has read every copy of the mail and sent what it decided."""
+    def _settle(self, mail: Mail, expected: set[str]) -> None:
+        """Wait until the bot has read every copy of the mail (in each of the `expected` places)
+        and sent what it decided: the narration is then the same from run to run."""
         mid = (mail.message_id or "").strip("<>")
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -100,9 +107,9 @@ class Demo:
                 msg = s.exec(select(Message).where(Message.message_id == mid)).first() if mid else None
                 done = msg is not None and msg.status != "received"
                 pending = unsent_count(s)
-                if done and not pending:
-                    places = sorted({f"{p.mailbox}/{p.folder}" for p in
-                                     s.exec(select(Sighting).where(Sighting.message_pk == msg.id))})
+                places = sorted({f"{p.mailbox}/{p.folder}" for p in
+                                 s.exec(select(Sighting).where(Sighting.message_pk == msg.id))}) if msg else []
+                if done and not pending and expected <= set(places):
                     docs = f" [{msg.documents}]" if msg.documents else ""
                     self.out(f"      understood: {msg.kind}{docs}, dossier {self._ref(s, msg.dossier_id)}, "
                              f"seen in {', '.join(places)}")
@@ -140,11 +147,13 @@ class Demo:
             if detail.get("problems"):
                 extra = "  problems: " + ", ".join(f"{f}:{c}" for f, c in detail["problems"])
             if row.purpose in ("warning", "escalation"):
-                extra = f"  ({detail['deadline']} due {detail['due']})"
+                extra = f" ({detail['deadline']} due {detail['due']})"
             cc = f" cc {', '.join(json.loads(row.cc))}" if json.loads(row.cc) else ""
+            # Scheduled mail comes with no mail of the season's before it: it names its dossier.
+            about = f" for {detail['dossier']}" if quiet_digests and detail.get("dossier") else ""
             when = f"{_when(row.created_at)}  " if quiet_digests else "      "
             self.out(f"{when}bot {row.state}: {row.purpose} [{row.language}] to {', '.join(json.loads(row.recipients))}"
-                     f"{cc}{extra}")
+                     f"{cc}{about}{extra}")
 
     @staticmethod
     def _ref(s: Session, dossier_id: int | None) -> str:
@@ -161,9 +170,27 @@ class Demo:
             late = [f"{x['name']} due {x['due']}" for x in d["deadlines"] if x["late"]]
             self.out(f"  {d['dossier']} {d['project']!r}: {d['stage']}; waiting for {waits}"
                      + (f"; LATE: {', '.join(late)}" if late else ""))
-        envelopes = self.sandbox.smtp.envelopes
-        self.out(f"\nThe sandbox's SMTP server took {len(envelopes)} mails; none left this machine. "
-                 "`mailbot run` starts the same sandbox for you to write to.")
+        self.out("\n" + self._smtp_count())
+
+    def _smtp_count(self) -> str:
+        """What the SMTP server took, by kind: the season's own mails (sent by the demo as
+        clients and staff), the bot's mail to clients, its notes to staff, and the digests."""
+        own = self.settings.own_addresses
+        season = clients = staff = digests = 0
+        for envelope in self.sandbox.smtp.envelopes:
+            purpose = email.message_from_bytes(envelope.data)["X-Mailbot-Purpose"]
+            if purpose is None:
+                season += 1
+            elif purpose == "digest":
+                digests += 1
+            elif all(r.lower() in own for r in envelope.rcpt_tos):
+                staff += 1
+            else:
+                clients += 1
+        return (f"The sandbox's SMTP server took {season + clients + staff + digests} mails: the season's {season} "
+                f"mails, {clients} to clients (answers and reminders), {staff} notes to staff (warnings, "
+                f"escalations, a person needed) and {digests} daily digests (one per team each business day, "
+                "not narrated); none left this machine. `mailbot run` starts the same sandbox for you to write to.")
 
 
 def run_demo(folder: Path | None = None, out=print) -> int:

@@ -116,6 +116,27 @@ def test_signed_documents(ctx):
                    message_id="<s2@x.be>"), at=AT + dt.timedelta(days=3))
     purposes = [(o.purpose, json.loads(o.detail).get("missing")) for o in sent(ctx)]
     assert purposes == [("form_complete", None), ("signed_incomplete", ["id_copy"]), ("signed_received", None)]
+    last = sent(ctx)[-1]  # the convention never came: the client still owes it
+    assert "convention d'utilisation signée" in last.body_text and "Aucune action" not in last.body_text
+
+
+@pytest.mark.parametrize("lang, name, words", [
+    ("fr", "Carte d'identité Marie Dubois.jpg", ("« Carte d'identité Marie Dubois.jpg » (9 Ko)", "trop petite")),
+    ("nl", "identiteitskaart An Janssens.jpg", ("„identiteitskaart An Janssens.jpg” (9 kB)", "te klein")),
+])
+def test_a_small_id_copy_is_named_with_why_it_cannot_be_used(ctx, lang, name, words):
+    feed(ctx, form_mail(1, lang=lang))
+    later = AT + dt.timedelta(days=2)
+    feed(ctx, Mail(later, CLIENT, [WL], "RE: [EPAY-2027-0001] documents", "voici / hierbij",
+                   attachments=[("scan_001.pdf", scan_pdf(), "application/pdf"),
+                                (name, jpeg_bytes(9_000), "image/jpeg")], message_id="<small@x.be>"), at=later)
+    out = sent(ctx)[-1]
+    assert (out.purpose, out.language) == ("signed_incomplete", lang)
+    for body in (out.body_text, out.body_html.replace("&#39;", "'").replace("&nbsp;", " ")):
+        assert all(w in body for w in words), body
+    with Session(ctx.engine) as s:
+        assert [e.kind for e in s.exec(select(Event).where(Event.kind.in_(("id_copy_received", "signed_form_received"))))] \
+            == ["signed_form_received"]
 
 
 @pytest.mark.parametrize("headers, sender, reason", [

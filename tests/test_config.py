@@ -71,3 +71,51 @@ def test_relative_paths_are_taken_from_the_configuration_files_folder(tmp_path, 
     assert load_settings(etc / "bare.toml").database.url == f"sqlite:///{etc / 'data' / 'mailbot.sqlite'}"
     # settings built in code, with no file, keep their paths as given
     assert parse_settings({"mailboxes": BOXES, "files": {"robot_rules": "r.toml"}}).files.robot_rules == Path("r.toml")
+
+
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("daemon", "max_attempts", "three", 'daemon.max_attempts should be a whole number, not "three"'),
+    ("daemon", "readers", 1.5, "daemon.readers should be a whole number, not 1.5"),
+    ("daemon", "idle_minutes", [1], "daemon.idle_minutes should be a number, not [1]"),
+    ("answers", "shadow", "maybe", 'answers.shadow should be true or false, not "maybe"'),
+    ("schedule", "digest_time", "8h30", 'schedule.digest_time should be a time of day such as "08:30", not "8h30"'),
+    ("process", "reference_prefix", 42, "process.reference_prefix should be text in quotes, not 42"),
+    ("deadlines", "encoding", {"days": 0}, "deadlines.encoding.days should be greater than 0, not 0"),
+    ("smtp", "port", "abc", 'smtp.port should be a whole number, not "abc"'),
+    ("smtp", "security", "ssl", 'smtp.security should be one of "tls", "starttls", "plain", not "ssl"'),
+    ("answers", "from_mailbox", ["worldline"], 'answers.from_mailbox should be text in quotes, not ["worldline"]'),
+    ("daemon", None, 3, "daemon should be a table ([daemon] and its keys), not 3"),
+])
+def test_a_wrong_type_says_what_was_given_and_what_is_expected(section, key, value, expected):
+    data = {"mailboxes": BOXES, section: {key: value} if key else value}
+    if section == "smtp":
+        data[section] |= {"host": "127.0.0.1", "security": "plain"} if key != "security" else {"host": "mail.x.be"}
+    with pytest.raises(ConfigError) as err:
+        parse_settings(data, "my.toml")
+    assert str(err.value) == f"my.toml: {expected}"
+
+
+def test_a_misspelt_section_names_the_closest_known_one(tmp_path):
+    path = tmp_path / "mailbot.toml"
+    path.write_text('[mailboxes.worldline]\naddress = "ecom@worldline.localhost"\n'
+                    '[mailboxes.worldine.imap]\nhost = "127.0.0.1"\nuser = "ecom"\nsecurity = "plain"\n'
+                    '[mailboxes.bosa]\naddress = "sm@bosa.localhost"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    assert str(err.value) == f"{path}: [mailboxes.worldine] is not a known mailbox: did you mean [mailboxes.worldline]?"
+
+
+@pytest.mark.parametrize("data, expected", [
+    ({"mailboxes": BOXES, "answer": {"shadow": True}}, "[answer] is not a known section: did you mean [answers]?"),
+    ({"mailboxes": {**BOXES, "bosa": {**BOXES["bosa"], "imapp": {"host": "h"}}}},
+     "[mailboxes.bosa.imapp] is not a known section: did you mean [mailboxes.bosa.imap]?"),
+    ({"mailboxes": BOXES, "daemon": {"max_attempt": 3}},
+     "daemon.max_attempt is not a known key: did you mean daemon.max_attempts?"),
+    ({"mailboxes": {"worldline": BOXES["worldline"], "bossa": BOXES["bosa"]}},
+     "[mailboxes.bossa] is not a known mailbox: did you mean [mailboxes.bosa]?"),
+    ({"mailboxes": BOXES, "colour": "blue"}, "colour is not a known key (see config.example.toml)"),
+])
+def test_a_misspelt_key_suggests_the_closest(data, expected):
+    with pytest.raises(ConfigError) as err:
+        parse_settings(data, "my.toml")
+    assert str(err.value) == f"my.toml: {expected}"

@@ -1,7 +1,9 @@
 """The daemon against a real Dovecot and a real SMTP server (aiosmtpd), both on 127.0.0.1."""
 
+import difflib
 import email
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -117,8 +119,7 @@ def test_sigterm_mid_batch_then_restart_finishes_it(world, tmp_path):
     assert sorted(ids) == sorted(f"<form{n}@sambreville.be>" for n in range(20))
 
 
-def test_a_season_of_mail_runs_against_dovecot():
-    """`mailbot demo`: the season through its own sandbox; every mail understood, deadlines kept."""
+def run_season() -> list[str]:
     from mailbot.demo import Demo
     from mailbot.transport.sandbox import dovecot_available
 
@@ -128,8 +129,33 @@ def test_a_season_of_mail_runs_against_dovecot():
     # Not pytest's tmp_path: as root Dovecot runs as nobody, who cannot enter /tmp/pytest-of-root.
     with tempfile.TemporaryDirectory(prefix="mailbot-season-") as folder:
         assert Demo(Path(folder), out=lines.append).run() == 0
+    return lines
+
+
+def test_a_season_of_mail_runs_against_dovecot():
+    """`mailbot demo`: the season through its own sandbox; every mail understood, deadlines kept."""
+    lines = run_season()
     text = "\n".join(lines)
     assert text.count("understood:") == 13
     assert "(the bot did not finish" not in text
     assert text.count("bot sent: escalation") == 2 and "bot sent: signed_received" in text
     assert "EPAY-2027-0001 'E-guichet Stadsloket': access_sent" in text
+    # Each staff alert names its dossier: no two alike.
+    alerts = [line for line in lines if re.search(r"bot sent: (warning|escalation)", line)]
+    assert len(alerts) == 5 and len(set(alerts)) == 5, alerts
+    assert all(re.search(r" for EPAY-2027-000\d ", line) for line in alerts), alerts
+    # The SMTP server's count is explained: the season's own mails, answers, staff notes, digests.
+    took = re.search(r"The sandbox's SMTP server took (\d+) mails: the season's (\d+) mails, (\d+) to clients "
+                     r"\(answers and reminders\), (\d+) notes to staff \(warnings, escalations, a person needed\) and "
+                     r"(\d+) daily digests", text)
+    assert took, lines[-3:]
+    total, season, clients, staff, digests = map(int, took.groups())
+    assert season == 13 and total == season + clients + staff + digests
+    to_clients = [line for line in lines if "bot sent:" in line and not re.search(r"to \S+@(worldline|bosa)\.localhost", line)]
+    assert clients == len(to_clients) and staff == text.count("bot sent:") - len(to_clients) and digests > 0
+
+
+@pytest.mark.slow
+def test_the_season_is_narrated_the_same_from_run_to_run():
+    first, second = run_season(), run_season()
+    assert first == second, "\n".join(difflib.unified_diff(first, second, lineterm=""))

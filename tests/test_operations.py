@@ -121,14 +121,23 @@ def test_mailbot_run_without_config_is_a_sandbox_a_person_can_write_to():
         proc = subprocess.Popen([sys.executable, "-m", "mailbot", "run", "--sandbox", folder],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
-            banner = proc.stdout.readline()
+            banner = ""
+            while not banner.endswith("Ctrl-C stops.\n") and (line := proc.stdout.readline()):
+                banner += line
             smtp_port = int(re.search(r"SMTP 127\.0\.0\.1:(\d+)", banner).group(1))
             imap_port = int(re.search(r"IMAP 127\.0\.0\.1:(\d+)", banner).group(1))
+            passwords = json.loads((Path(folder) / "credentials.json").read_text())
+            # How to point a mail program at it: every setting, and a line to try.
+            assert re.search(rf"IMAP +host 127\.0\.0\.1 +port {imap_port} ", banner), banner
+            assert re.search(rf"SMTP +host 127\.0\.0\.1 +port {smtp_port} ", banner), banner
+            for user in ("worldline", "bosa", "outside"):
+                assert re.search(rf"user {user} +password {re.escape(passwords[user])} ", banner), banner
+            swaks = re.search(r"swaks --server 127\.0\.0\.1:(\d+) .*--attach @(\S+\.xlsx)", banner)
+            assert swaks and int(swaks.group(1)) == smtp_port and Path(swaks.group(2)).is_file(), banner
             time.sleep(1.0)  # the watchers connect
             raw = form_mail(postal_code=None).to_bytes().replace(b"\n", b"\r\n")
             with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
                 smtp.sendmail(CLIENT, [WL, BOSA], raw)
-            passwords = json.loads((Path(folder) / "credentials.json").read_text())
             deadline = time.monotonic() + 20
             found = []
             while not found and time.monotonic() < deadline:

@@ -212,3 +212,16 @@ def test_a_failed_sent_copy_is_appended_later_exactly_once(world, monkeypatch):
     time.sleep(1.0)
     assert sent_folder(world) == {first.message_id: 1, second.message_id: 1}
     assert answers(world) == {f"<c{n}@{CLIENTS}>": 1 for n in (1, 2)}
+
+
+def test_answers_carry_their_language_on_the_wire(world):
+    """Content-Language, in the bytes the SMTP server took (set_content() clears Content-* headers)."""
+    world.start()
+    world.append("worldline", client_mail(1))
+    world.append("worldline", Mail(brussels(2027, 3, 1, 9), f"klant@{CLIENTS}", [WL], "BOSA M1036 - Bestelbon – Project",
+                                   "Goedendag, hierbij onze aanvraag voor het bestelformulier.", cc=[BOSA],
+                                   message_id=f"<nl@{CLIENTS}>").to_bytes())
+    wait_for(lambda: len(answers(world)) == 2, timeout=30, what="both answers sent")
+    by_reply = {header(e.data, "In-Reply-To"): e.data for e in world.smtp.envelopes if e.accepted}
+    assert header(by_reply[f"<c1@{CLIENTS}>"], "Content-Language") == "fr"
+    assert header(by_reply[f"<nl@{CLIENTS}>"], "Content-Language") == "nl"

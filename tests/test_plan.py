@@ -174,8 +174,8 @@ def test_an_order_form_that_cannot_be_read_is_asked_for_again():
 
 
 @pytest.mark.parametrize("id_copy, purpose, data", [
-    (True, Purpose.SIGNED_RECEIVED, {"encoding_days": SETTINGS.deadlines.encoding.days}),
-    (False, Purpose.SIGNED_INCOMPLETE, {"missing": ["id_copy"], "received": ["signed_order_form"]}),
+    (True, Purpose.SIGNED_RECEIVED, {"encoding_days": SETTINGS.deadlines.encoding.days, "convention_received": False}),
+    (False, Purpose.SIGNED_INCOMPLETE, {"missing": ["id_copy"], "received": ["signed_order_form"], "unusable": []}),
 ])
 def test_signed_documents(id_copy, purpose, data):
     reading = Reading((Document("signed_order_form", 0, "signed"),), ())

@@ -199,6 +199,39 @@ def test_sandbox_creates_users_folders_and_keeps_them():
         shutil.rmtree(parent, ignore_errors=True)
 
 
+@pytest.mark.skipif(not dovecot_available(), reason="Dovecot is not installed (Debian package dovecot-imapd)")
+def test_sandbox_keeps_its_ports_from_one_start_to_the_next():
+    """A mail program set up once keeps working; a port taken meanwhile is replaced, and said."""
+    parent = tempfile.mkdtemp(prefix="mailbot-sandbox-")
+    os.chmod(parent, 0o711)  # as root, Dovecot runs as nobody, who must reach the folder
+    try:
+        with Sandbox(f"{parent}/box") as box:
+            first = (box.imap_port, box.smtp_port)
+            assert box.notices == []
+        with Sandbox(f"{parent}/box") as box:
+            assert (box.imap_port, box.smtp_port) == first and box.notices == []
+        taken = [socket.socket(), socket.socket()]
+        for sock, port in zip(taken, first, strict=True):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the last run's TIME_WAIT
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        try:
+            with Sandbox(f"{parent}/box") as box:
+                moved = (box.imap_port, box.smtp_port)
+                assert moved[0] != first[0] and moved[1] != first[1]
+                imap_append(box.imap_host, box.imap_port, *box.credentials("bosa"), RAW)
+                imap_line, smtp_line = box.notices
+                assert f"IMAP port {first[0]}" in imap_line and f"now {moved[0]}" in imap_line
+                assert f"SMTP port {first[1]}" in smtp_line and f"now {moved[1]}" in smtp_line
+        finally:
+            for sock in taken:
+                sock.close()
+        with Sandbox(f"{parent}/box") as box:  # the new ports are the ones kept now
+            assert (box.imap_port, box.smtp_port) == moved and box.notices == []
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
 def test_start_failure_says_why(tmp_path):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))

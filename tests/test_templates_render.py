@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from html import unescape
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -90,11 +91,15 @@ def client_contexts(purpose: str, language: str) -> list[dict]:
                 {"reason": "unreadable", "detail": "the workbook is password-protected"},
                 {"reason": "unreadable", "detail": ""}]
     if purpose == "signed_incomplete":
-        return [{"missing": ["id_copy"], "received": ["signed_order_form"]},
-                {"missing": ["signed_order_form"], "received": ["id_copy"]},
-                {"missing": ["signed_order_form", "id_copy"], "received": []}]
+        small = NS(filename="Carte d'identité <recto>.jpg", what="id_copy", problem="too_small", size_kb=9)
+        return [{"missing": ["id_copy"], "received": ["signed_order_form"], "unusable": []},
+                {"missing": ["signed_order_form"], "received": ["id_copy"], "unusable": []},
+                {"missing": ["signed_order_form", "id_copy"], "received": [], "unusable": []},
+                {"missing": ["id_copy"], "received": ["signed_order_form"], "unusable": [small]},
+                {"missing": ["signed_order_form", "id_copy"], "received": [],
+                 "unusable": [small, NS(filename="IMG_0001.jpg", what="signed_order_form", problem=None, size_kb=3)]}]
     if purpose == "signed_received":
-        return [{"encoding_days": 6}]
+        return [{"encoding_days": 6, "convention_received": False}, {"encoding_days": 6, "convention_received": True}]
     if purpose == "reminder":
         return [{"waiting": ["corrected_order_form", "convention"], "days": 5},
                 {"waiting": ["convention"], "days": 1},
@@ -238,6 +243,36 @@ def test_form_complete_convention_reminder():
     received, _ = render("form_complete", "fr", base | {"convention_received": True})
     assert "convention d'utilisation" in missing and "convention d'utilisation" not in received
     assert "3 jours ouvrables" in missing and "fichier séparé" in missing
+
+
+@pytest.mark.parametrize(("language", "awaited", "no_action"), [
+    ("fr", "convention d'utilisation signée", "Aucune action n'est requise"),
+    ("nl", "ondertekende gebruiksovereenkomst", "hoeft u niets te doen"),
+])
+def test_signed_received_says_the_convention_is_still_awaited(language, awaited, no_action):
+    base = {"dossier": dossier(language), "language": language, "now": NOW, "encoding_days": 6}
+    for owed in (True, False):
+        text, html = render("signed_received", language, base | {"convention_received": not owed})
+        for body in (text, html.replace("<strong>", "").replace("</strong>", "")):
+            assert (awaited in body) is owed, (owed, body)
+            assert (no_action in body) is not owed, (owed, body)
+
+
+@pytest.mark.parametrize(("language", "said", "not_said"), [
+    ("fr", "« Carte d'identité <recto>.jpg » (9 Ko), mais nous ne pouvons pas l'utiliser comme copie de la carte "
+           "d'identité : l'image est trop petite pour être lisible", ("manquant", "Il manque encore")),
+    ("nl", "„Carte d'identité <recto>.jpg” (9 kB) goed ontvangen, maar kunnen het niet gebruiken als kopie van de "
+           "identiteitskaart: de afbeelding is te klein", ("ontbreekt", "Wat nog ontbreekt")),
+])
+def test_signed_incomplete_names_a_file_that_came_but_cannot_be_used(language, said, not_said):
+    small = NS(filename="Carte d'identité <recto>.jpg", what="id_copy", problem="too_small", size_kb=9)
+    ctx = {"dossier": dossier(language), "language": language, "now": NOW, "missing": ["id_copy"],
+           "received": ["signed_order_form"], "unusable": [small]}
+    text, html = render("signed_incomplete", language, ctx)
+    assert said in text
+    assert "<recto>" not in html and said in unescape(html).replace("\xa0", " ")
+    for words in not_said:
+        assert words not in text and words not in html
 
 
 def test_codes_are_translated():

@@ -191,13 +191,24 @@ def _form_checked(c: Case, form: FormCheck) -> Answer:
 def signed_answer(c: Case) -> Answer | None:
     u = c.understanding
     dossier = u.dossier
-    if not (u.reading.of("signed_order_form") + u.reading.of("id_copy")):
+    signed_docs = u.reading.of("signed_order_form") + u.reading.of("id_copy")
+    if not signed_docs:
         return None
     if dossier.signed_form_received and dossier.id_copy_received:
         return Answer(Purpose.SIGNED_RECEIVED, u.mail.sender, False,
-                      {"encoding_days": c.settings.deadlines.encoding.days})
+                      {"encoding_days": c.settings.deadlines.encoding.days,
+                       "convention_received": dossier.convention_received})
     have = (("signed_order_form", dossier.signed_form_received), ("id_copy", dossier.id_copy_received))
     missing = [w for w, got in have if not got]
     received = [w for w, got in have if got]
-    return Answer(Purpose.SIGNED_INCOMPLETE, u.mail.sender, False, {"missing": missing, "received": received},
+    return Answer(Purpose.SIGNED_INCOMPLETE, u.mail.sender, False,
+                  {"missing": missing, "received": received, "unusable": _unusable(u, signed_docs, missing)},
                   {"missing": missing})
+
+
+def _unusable(u: Understanding, docs, missing: list[str]) -> list[SimpleNamespace]:
+    """The files that came for a missing document but cannot be used, and why: the client is
+    told what was received, never that nothing came."""
+    return [SimpleNamespace(filename=u.mail.attachments[d.index].filename or "?", what=d.kind, problem=d.problem,
+                            size_kb=max(1, round(u.mail.attachments[d.index].size / 1000)))
+            for d in docs if not d.usable and d.kind in missing]

@@ -132,10 +132,10 @@ def apply_mail(session: Session, dossier: Dossier, *, mail: ParsedMail, kind: st
         dossier.convention_received = True
         event("convention_received")
     both_before = dossier.signed_form_received and dossier.id_copy_received
-    if reading.of("signed_order_form") and not dossier.signed_form_received:
+    if reading.usable("signed_order_form") and not dossier.signed_form_received:
         dossier.signed_form_received = True
         event("signed_form_received")
-    if reading.of("id_copy") and not dossier.id_copy_received:
+    if reading.usable("id_copy") and not dossier.id_copy_received:
         dossier.id_copy_received = True
         event("id_copy_received")
     if not both_before and dossier.signed_form_received and dossier.id_copy_received:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
@@ -31,9 +31,9 @@ class DocumentRules:
     names: dict[str, tuple[str, ...]]
     text: dict[str, tuple[str, ...]]
     attached: tuple[str, ...]
-    min_picture_bytes: int
     signature_picture: re.Pattern[str]
     signature_picture_max_bytes: int
+    min_readable_picture_bytes: int
     pdf_text_max_bytes: int
     pdf_text_pages: int
     public_domains: frozenset[str] = frozenset()
@@ -56,9 +56,9 @@ def load_document_rules(path: Path | str | None = None) -> DocumentRules:
             names={k: tuple(fold(w) for w in v) for k, v in names.items()},
             text={k: tuple(fold(w) for w in v) for k, v in text.items()},
             attached=tuple(fold(w) for w in data["announce"]["attached"]),
-            min_picture_bytes=int(limits["min_picture_bytes"]),
             signature_picture=re.compile(limits["signature_picture"], re.IGNORECASE),
             signature_picture_max_bytes=int(limits["signature_picture_max_bytes"]),
+            min_readable_picture_bytes=int(limits["min_readable_picture_bytes"]),
             pdf_text_max_bytes=int(limits["pdf_text_max_bytes"]),
             pdf_text_pages=int(limits["pdf_text_pages"]),
             public_domains=frozenset(d.lower() for d in data.get("senders", {}).get("public_domains", [])),
@@ -94,7 +94,8 @@ class Document:
     index: int  # the attachment's position in mail.attachments
     reason: str  # the signal that decided
     check: FormCheck | None = None  # the form check, for workbooks
-    usable: bool = True  # False: an attempt at the order form that cannot be used
+    usable: bool = True  # False: an attempt at the document that cannot be used
+    problem: str | None = None  # why it cannot be used, as a code the answers translate: "too_small"
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,9 @@ class Reading:
 
     def of(self, kind: str) -> tuple[Document, ...]:
         return tuple(d for d in self.documents if d.kind == kind)
+
+    def usable(self, kind: str) -> tuple[Document, ...]:
+        return tuple(d for d in self.documents if d.kind == kind and d.usable)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -204,8 +208,9 @@ def read_documents(mail: ParsedMail, form_rules: FormRules, step: Step | None,
         kind_of_file = file_type(att)
         name = _stem(att)
         named = _name_kind(name, rules)
-        if kind_of_file == "picture" and _is_logo(att, rules):
-            ignored.append((index, "a small or inline picture (a signature logo)"))
+        signed = has_word(name, rules.names["signed"])
+        if kind_of_file == "picture" and named is None and not signed and _is_logo(att, name, rules):
+            ignored.append((index, "a picture of the mail's signature (a logo)"))
             continue
         if kind_of_file in ("workbook", "old_office"):
             check = looked.form_check(index, att, form_rules)
@@ -224,7 +229,6 @@ def read_documents(mail: ParsedMail, form_rules: FormRules, step: Step | None,
             else:
                 ignored.append((index, f"not a document of the process ({att.content_type})"))
             continue
-        signed = has_word(name, rules.names["signed"])
         if named is None and kind_of_file == "pdf":
             text = looked.pdf_text(index, att, rules)
             for kind in ("convention", "order_form", "id_copy"):
@@ -246,35 +250,51 @@ def read_documents(mail: ParsedMail, form_rules: FormRules, step: Step | None,
         else:
             documents.append(Document("order_form", index, f"the order form as a {kind_of_file} instead of the Excel workbook",
                                       usable=False))
-    documents.extend(_by_step(unknown, documents, step, inboxes))
+    # A picture too small to read is still received: the client is told why it cannot be used.
+    small = {i for i, att in enumerate(mail.attachments)
+             if file_type(att) == "picture" and att.size < rules.min_readable_picture_bytes}
+    documents = [_readable(d, small) for d in documents]
+    documents.extend(_readable(d, small) for d in _by_step(unknown, documents, step, inboxes, small))
     taken = {d.index for d in documents}
     ignored.extend((i, "no sign of which document it is") for i, _ in unknown if i not in taken)
     return Reading(tuple(sorted(documents, key=lambda d: d.index)), tuple(sorted(ignored)))
 
 
-def _is_logo(att: Attachment, rules: DocumentRules) -> bool:
-    if att.size < rules.min_picture_bytes:
-        return True
-    return bool(rules.signature_picture.match(att.filename)) and att.size <= rules.signature_picture_max_bytes
+def _is_logo(att: Attachment, name: str, rules: DocumentRules) -> bool:
+    """By what marks a signature picture (shown in the HTML body, a signature name), never by
+    size alone: a small photo of an identity card is a document that cannot be read."""
+    if att.size > rules.signature_picture_max_bytes:
+        return False
+    return att.embedded or bool(rules.signature_picture.match(att.filename)) or has_word(name, rules.names.get("logo", ()))
 
 
-def _by_step(unknown: list[tuple[int, str]], found: list[Document], step: Step, inboxes: tuple[str, ...]) -> list[Document]:
+def _readable(doc: Document, small: set[int]) -> Document:
+    if doc.index not in small or not doc.usable:
+        return doc
+    return replace(doc, usable=False, problem="too_small", reason=f"{doc.reason}; a picture too small to read")
+
+
+def _by_step(unknown: list[tuple[int, str]], found: list[Document], step: Step, inboxes: tuple[str, ...],
+             small: set[int]) -> list[Document]:
     """Files without a signal of their own, read in the light of what the dossier waits for."""
-    have = {d.kind for d in found}
+    have = {d.kind for d in found if d.usable}
     wanted = []
     if step.wants_signed_form and "signed_order_form" not in have:
         wanted.append("signed_order_form")
     if step.wants_id_copy and "id_copy" not in have:
         wanted.append("id_copy")
     out: list[Document] = []
-    pool = list(unknown)
-    # The signed form is usually a PDF scan, the identity card a photo: match by type first.
-    for kind, prefer in (("signed_order_form", "pdf"), ("id_copy", "picture")):
-        if kind not in wanted or not pool:
-            continue
-        pick = next((u for u in pool if u[1] == prefer), pool[0])
-        pool.remove(pick)
-        out.append(Document(kind, pick[0], f"an unnamed {pick[1]} while the dossier waits for the {kind.replace('_', ' ')}"))
+    pool = sorted(unknown, key=lambda u: u[0] in small)  # a readable picture first
+    # The signed form is usually a PDF scan, the identity card a photo: match by type first
+    # (a lone photo is the identity card), then whatever is left.
+    for by_type in (True, False):
+        for kind, prefer in (("signed_order_form", "pdf"), ("id_copy", "picture")):
+            pick = next((u for u in pool if u[1] == prefer or not by_type), None) if kind in wanted else None
+            if pick is None:
+                continue
+            pool.remove(pick)
+            wanted.remove(kind)
+            out.append(Document(kind, pick[0], f"an unnamed {pick[1]} while the dossier waits for the {kind.replace('_', ' ')}"))
     if pool and step.wants_convention and "convention" not in have and inboxes == ("bosa",):
         pick = next((u for u in pool if u[1] == "pdf"), None)
         if pick:

@@ -28,6 +28,8 @@ class Attachment:
     sha256: str
     data: bytes = field(repr=False, compare=False)
     origin: str = "direct"  # "direct" | "forwarded" (inside message/rfc822) | "tnef" (winmail.dat)
+    content_id: str = ""  # the part's Content-ID, without angle brackets
+    embedded: bool = False  # the HTML body shows it (an <img src="cid:..."> naming its Content-ID)
 
 
 EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})

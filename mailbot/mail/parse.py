@@ -39,11 +39,13 @@ Where each part lives: this module walks the MIME tree and builds the `ParsedMai
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.message
 import email.parser
 import hashlib
 import re
+import urllib.parse
 from types import MappingProxyType
 
 from mailbot.mail.charsets import _decode_bytes
@@ -107,6 +109,7 @@ def _parse(raw: bytes, limits: MailLimits) -> ParsedMail:
     attachments: list[Attachment] = []
     if prepared.data:
         _walk(msg, prepared, limits, defects, plain, htmls, attachments)
+        attachments = _mark_embedded(attachments, htmls)
     body = _body_text(plain, htmls, limits, defects)
     return ParsedMail(
         content_hash=content_hash, body_text=body, attachments=tuple(attachments),
@@ -245,5 +248,18 @@ def _attachment(part: email.message.Message, filename: str, ctype: str, origin: 
     over = decoded.size > limits.max_attachment_bytes
     if over:
         defects.add("attachment over size limit: skipped")
+    content_id = _safe(lambda: str(part.get("content-id", "") or ""), "").strip().strip("<>").strip()[:250]
     return Attachment(filename=filename, content_type=ctype, size=decoded.size,
-                      sha256=decoded.sha256, data=decoded.head, origin=origin)
+                      sha256=decoded.sha256, data=decoded.head, origin=origin, content_id=content_id)
+
+
+_CID = re.compile(r"""cid:([^\s"'<>()]{1,250})""", re.IGNORECASE)
+
+
+def _mark_embedded(attachments: list[Attachment], htmls: list[str]) -> list[Attachment]:
+    """Mark the files the HTML body shows by their Content-ID (signature logos, mostly)."""
+    cids = {a.content_id for a in attachments if a.content_id}
+    if not cids:
+        return attachments
+    shown = {urllib.parse.unquote(m) for h in htmls for m in _CID.findall(h[:_HTML_MAX_CHARS])}
+    return [dataclasses.replace(a, embedded=True) if a.content_id in shown else a for a in attachments]

@@ -28,8 +28,8 @@ def compose(mail: OutboxMail) -> EmailMessage:
     msg["Auto-Submitted"] = "auto-replied"  # on everything the bot sends (RFC 3834)
     msg["X-Auto-Response-Suppress"] = "All"
     msg["X-Mailbot-Purpose"] = mail.purpose
-    if mail.language in ("fr", "nl"):
-        msg["Content-Language"] = mail.language
     msg.set_content(mail.body_text)
     msg.add_alternative(mail.body_html, subtype="html")
+    if mail.language in ("fr", "nl"):  # after set_content(), which drops every Content-* header
+        msg["Content-Language"] = mail.language
     return msg

@@ -58,3 +58,37 @@ def sandbox_settings(sandbox: Sandbox, data: dict, database_url: str | None = No
     data["smtp"] = {"host": sandbox.smtp_host, "port": sandbox.smtp_port, "security": "plain"}
     data["database"] = {"url": database_url or sandbox_database(sandbox.folder)}
     return parse_settings(data, "sandbox")
+
+
+def sandbox_help(sandbox: Sandbox, settings: Settings) -> str:
+    """What `mailbot run` prints: where the sandbox is, and how to point a mail program at it."""
+    wl, bosa = settings.mailboxes["worldline"].address, settings.mailboxes["bosa"].address
+    users = {"worldline": f"{wl}, and what Worldline staff send",
+             "bosa": f"{bosa}, and what BOSA staff send",
+             "outside": "every mail the bot sends to clients"}
+    width = max(len(sandbox.credentials(u)[1]) for u in users)
+    lines = [*sandbox.notices,
+             (f"mailbot sandbox: send mail to {wl} (and {bosa}) through SMTP {sandbox.smtp_host}:{sandbox.smtp_port}; "
+              f"read the mailboxes over IMAP {sandbox.imap_host}:{sandbox.imap_port}. Mail is kept in {sandbox.folder}."),
+             "To point a mail program at it (no TLS, plain password; the same ports at every start):",
+             f"  IMAP  host {sandbox.imap_host}  port {sandbox.imap_port}  security none"]
+    for user, what in users.items():
+        lines.append(f"        user {user:<10} password {sandbox.credentials(user)[1]:<{width}}  ({what})")
+    lines.append(f"  SMTP  host {sandbox.smtp_host}  port {sandbox.smtp_port}  security none, no login")
+    attach = f" --attach @{sample_form(sandbox.folder)}"
+    lines.append(f"  Try:  swaks --server {sandbox.smtp_host}:{sandbox.smtp_port} --from marie.dubois@sambreville.be "
+                 f"--to {wl},{bosa} --header 'Subject: BOSA M1036 - Bon de commande' "
+                 f"--body 'Bonjour, ci-joint notre bon de commande.'{attach}")
+    lines.append("Ctrl-C stops.")
+    return "\n".join(lines)
+
+
+def sample_form(folder: Path) -> Path:
+    """An incomplete sample order form in the sandbox folder, for a first try with a mail program."""
+    from mailbot.forms import load_rules
+    from mailbot.forms.samples import sample_forms
+
+    path = Path(folder) / "incomplete_FR.xlsx"
+    if not path.is_file():
+        path.write_bytes(sample_forms(load_rules())["incomplete_FR.xlsx"])
+    return path

@@ -57,6 +57,22 @@ def free_port(host: str = HOST) -> int:
         return sock.getsockname()[1]
 
 
+def _port_free(host: str, port: int, wait: float = 2.0) -> bool:
+    """Whether `port` can be listened on, waiting a little: a server stopped a moment ago may
+    still hold it."""
+    deadline = time.monotonic() + wait
+    while True:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+                return True
+            except OSError:
+                if time.monotonic() > deadline:
+                    return False
+        time.sleep(0.1)
+
+
 def dovecot_binary() -> str | None:
     # /usr/sbin is often missing from a normal user's PATH.
     return shutil.which("dovecot") or shutil.which("dovecot", path="/usr/sbin:/usr/local/sbin")
@@ -564,7 +580,9 @@ class Sandbox:
     """The bot's whole local mail world: an IMAP server and LocalSmtp, with mail kept in `folder`.
 
     Users `worldline`, `bosa` and `outside` always exist; `addresses` maps more addresses to
-    users (created as needed). Passwords are generated once and kept in credentials.json (0600).
+    users (created as needed). Passwords are generated once and kept in credentials.json (0600);
+    the ports too, in ports.json, so that a mail program set up once keeps working: a kept port
+    taken by another program meanwhile is replaced by a free one, and `notices` says so.
     """
 
     def __init__(self, folder: str | os.PathLike, addresses: Mapping[str, str] | None = None,
@@ -577,9 +595,11 @@ class Sandbox:
             else DovecotServer(self.folder / "dovecot", imap_port)
         self.smtp: LocalSmtp | None = None
         self._smtp_auth = smtp_auth
-        self._smtp_port = smtp_port
+        self._imap_port, self._smtp_port = imap_port, smtp_port
         self._credentials_path = self.folder / "credentials.json"
+        self._ports_path = self.folder / "ports.json"
         self._passwords: dict[str, str] = {}
+        self.notices: list[str] = []  # for the person who set a mail program up: a port changed
 
     def start(self) -> Self:
         private_dir(self.folder)  # whole mails and passwords: 0700 when created here
@@ -587,16 +607,22 @@ class Sandbox:
             os.chmod(self.folder, self.folder.stat().st_mode | 0o111)
         if self._credentials_path.exists():
             self._passwords = json.loads(self._credentials_path.read_text())
+        kept = self._kept_ports()
         try:
             for user in (*TEAM_USERS, OUTSIDE, *self.addresses.values()):
                 self.add_user(user)
+            if self._imap_port is None and self.imap.pid is None:
+                self.imap._port = self._port_for("IMAP", kept.get("imap"))
             self.imap.start()
             for user in TEAM_USERS:
                 self._ensure_folder(user, "Sent")
+            smtp_port = self._smtp_port or self._port_for("SMTP", kept.get("smtp"))
             self.smtp = LocalSmtp(self.imap_host, self.imap_port,
                                   {a: self.credentials(u) for a, u in self.addresses.items()},
-                                  outside=self.credentials(OUTSIDE), auth=self._smtp_auth, port=self._smtp_port)
+                                  outside=self.credentials(OUTSIDE), auth=self._smtp_auth, port=smtp_port)
             self.smtp.start()
+            _write_private(self._ports_path, json.dumps({"imap": self.imap_port, "smtp": self.smtp_port}) + "\n",
+                           (os.getuid(), os.getgid()))
         except BaseException:
             self.stop()  # leave no server running behind a failed start
             raise
@@ -612,6 +638,23 @@ class Sandbox:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def _kept_ports(self) -> dict[str, int]:
+        try:
+            kept = json.loads(self._ports_path.read_text())
+            return {k: v for k, v in kept.items() if k in ("imap", "smtp") and isinstance(v, int) and 0 < v < 65536}
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    def _port_for(self, label: str, kept: int | None) -> int:
+        """The port kept from the last start when it is free, else a new one (and a notice)."""
+        if kept is not None and _port_free(HOST, kept):
+            return kept
+        port = free_port(HOST)
+        if kept is not None:
+            self.notices.append(f"The sandbox's {label} port {kept} (kept from its last start) is taken by another "
+                                f"program: {label} is now {port}; point your mail program at the new port.")
+        return port
 
     def add_user(self, user: str) -> str:
         """Create `user` (or keep its stored password) and return the password."""
