@@ -1,18 +1,42 @@
-"""Fixtures for tests against real mail servers on 127.0.0.1: one Dovecot for the whole session,
-a fresh IMAP user (empty mailboxes) for each test, and a LocalSmtp delivering into that Dovecot."""
+"""Fixtures for tests against real mail servers on 127.0.0.1: one Dovecot for the whole session
+(one per xdist worker), a fresh IMAP user (empty mailboxes) for each test, and a LocalSmtp
+delivering into that Dovecot.
+
+Also the suite's two tiers. A test that uses a server fixture (below, or tests/mailworld.py) is
+marked `integration` here; one that starts a server or a process by itself carries the mark in
+its file, and a test without it that tries is stopped with a message saying so. `--tier fast`
+runs the rest, `--tier integration` the integration tests with the long rounds (`slow`), those
+first (scripts/dev.sh test runs one tier, then the other). And each test's databases start as a
+copy of one migrated template, made once per session.
+"""
 
 import contextlib
 import itertools
+import multiprocessing.process
 import secrets
 import shutil
+import subprocess
 import tempfile
+from pathlib import Path
 
 import pytest
 from imapclient import IMAPClient
 
+from mailbot.store import db
+from mailbot.transport import sandbox
 from mailbot.transport.sandbox import DovecotServer, LocalSmtp, dovecot_available, imap_append
 
 _serial = itertools.count(1)
+
+# Every fixture that starts a server depends on one of these (pytest lists a test's fixtures
+# with those they depend on).
+SERVER_FIXTURES = frozenset({"dovecot", "local_smtp"})
+
+
+def pytest_addoption(parser):
+    parser.addoption("--tier", choices=("all", "fast", "integration"), default="all",
+                     help="fast: no server, no long round; integration: servers and processes, and the "
+                          "long rounds (marked slow), those first; all (default): both, in that order")
 
 
 def pytest_configure(config):
@@ -20,6 +44,88 @@ def pytest_configure(config):
     # mailbot.transport.sandbox sets at import.
     config.addinivalue_line("filterwarnings", "ignore:Requiring AUTH while not requiring TLS:UserWarning")
 
+
+def _later(item) -> bool:
+    return item.get_closest_marker("integration") is not None or item.get_closest_marker("slow") is not None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the mark
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("slow") is not None and item.get_closest_marker("integration") is None:
+            # The long rounds that need no server are CPU-bound: one xdist worker takes them one
+            # after the other (with --dist loadgroup), the others being left to the tests that
+            # mostly wait on servers; two of them never share the two cores.
+            item.add_marker(pytest.mark.xdist_group("cpu"))
+    tier = config.getoption("tier")
+    if tier != "all":
+        keep = [item for item in items if _later(item) == (tier == "integration")]
+        kept = set(keep)
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = keep
+    # The fast tests first, then the long rounds, then the other integration tests: the
+    # longest start first, so that xdist's workers finish together (the sort is stable).
+    items.sort(key=lambda item: (_later(item), item.get_closest_marker("slow") is None))
+
+
+@pytest.fixture(autouse=True)
+def _servers_only_in_integration_tests(request, monkeypatch):
+    """A test not marked integration that starts a server or a process fails, saying why: the
+    fast tier stays fast, and the mark stays true without anyone keeping a list."""
+    if request.node.get_closest_marker("integration"):
+        return
+
+    def refuse(*_args, **_kwargs):
+        pytest.fail(f"{request.node.nodeid} starts a server or a process: use a server fixture "
+                    "(tests/conftest.py) or mark it @pytest.mark.integration", pytrace=False)
+
+    for owner, name in ((sandbox._ImapProcess, "start"), (sandbox.LocalSmtp, "start"),
+                        (subprocess.Popen, "__init__"), (multiprocessing.process.BaseProcess, "start")):
+        monkeypatch.setattr(owner, name, refuse)
+
+
+# --- one migrated database, copied ---------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory) -> Path:
+    """An empty store at the newest migration, made once per session (per xdist worker)."""
+    path = tmp_path_factory.mktemp("template") / "migrated.sqlite"
+    engine = db.open_database(f"sqlite:///{path}")
+    with engine.connect() as connection:  # everything in the main file (WAL folded in): copyable
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def databases_from_the_template(request, monkeypatch):
+    """open_database() on a SQLite file that does not exist yet copies the migrated template and
+    runs no migration. Tests of the migrations themselves are marked `migrations` and run them."""
+    if request.node.get_closest_marker("migrations"):
+        return
+    template = request.getfixturevalue("migrated_database")
+    copied: set[str] = set()
+    create_engine, upgrade = db.create_engine, db.command.upgrade
+
+    def create_from_template(url, *args, **kwargs):
+        path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+        if path is not None and not path.exists():
+            shutil.copyfile(template, path)
+            copied.add(url)
+        return create_engine(url, *args, **kwargs)
+
+    def upgrade_unless_copied(cfg, revision, *args, **kwargs):
+        if cfg.get_main_option("sqlalchemy.url") in copied and revision == "head":
+            return None
+        return upgrade(cfg, revision, *args, **kwargs)
+
+    monkeypatch.setattr(db, "create_engine", create_from_template)
+    monkeypatch.setattr(db.command, "upgrade", upgrade_unless_copied)
+
+
+# --- servers ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def dovecot():
