@@ -1,10 +1,12 @@
 """Running the bot: the sandbox `mailbot run`, shadow mode, the watchdog, `mailbot status`."""
 
+import contextlib
 import datetime as dt
 import json
 import re
 import signal
 import smtplib
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from imapclient import IMAPClient
+from mailworld import wait_for
 from sqlmodel import Session, select
 
 from mailbot.answers.digest import digest_context
@@ -109,6 +112,16 @@ def test_status_report(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["folders"][0]["last_uid"] == 3
 
 
+def watchers_connected(database: Path, watchers: int = 4) -> bool:
+    """The daemon's watchers have each talked to the server (read from its database, read-only)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as db:
+            return db.execute("SELECT count(*) FROM folder_state WHERE last_contact IS NOT NULL").fetchone()[0] >= watchers
+    except sqlite3.Error:  # not there yet, or not migrated yet
+        return False
+
+
+@pytest.mark.integration
 @pytest.mark.skipif(not dovecot_available(), reason="Dovecot is not installed")
 def test_mailbot_run_without_config_is_a_sandbox_a_person_can_write_to():
     with tempfile.TemporaryDirectory(prefix="mailbot-run-") as folder:
@@ -118,7 +131,7 @@ def test_mailbot_run_without_config_is_a_sandbox_a_person_can_write_to():
             banner = proc.stdout.readline()
             smtp_port = int(re.search(r"SMTP 127\.0\.0\.1:(\d+)", banner).group(1))
             imap_port = int(re.search(r"IMAP 127\.0\.0\.1:(\d+)", banner).group(1))
-            time.sleep(1.0)  # the watchers connect
+            wait_for(lambda: watchers_connected(Path(folder) / "mailbot.sqlite"), timeout=30, what="the watchers to connect")
             raw = form_mail(postal_code=None).to_bytes().replace(b"\n", b"\r\n")
             with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
                 smtp.sendmail(CLIENT, [WL, BOSA], raw)
