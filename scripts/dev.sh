@@ -38,6 +38,31 @@ setup_venv() {
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$1]"
 }
 
+# pytest once per tier (tests/conftest.py says which test is in which), in parallel with
+# pytest-xdist; arguments after `test` go to both (a later -n overrides these).
+#   fast: no server, CPU-bound: one worker per core.
+#   integration: servers and processes, mostly waiting on them, so more workers than cores,
+#     with the long rounds first; those without a server one after the other on one worker.
+# A failure in either tier fails the command; a tier the arguments leave empty (pytest's exit 5)
+# does not, unless both are.
+run_tests() {
+  local status=0 empty=0 code
+  for tier in fast integration; do
+    local workers=(-n auto)
+    [ "$tier" = integration ] && workers=(-n 4 --dist loadgroup --no-loadscope-reorder)
+    echo "--- $tier tier" >&2
+    code=0
+    .venv/bin/python -m pytest --tier "$tier" "${workers[@]}" "$@" || code=$?
+    case "$code" in
+      0) ;;
+      5) empty=$((empty + 1)) ;;
+      *) status=$code ;;
+    esac
+  done
+  [ "$empty" -eq 2 ] && status=5  # nothing at all was selected
+  return "$status"
+}
+
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -49,7 +74,7 @@ case "$cmd" in
   test)
     install_system_packages
     setup_venv test
-    exec .venv/bin/python -m pytest "$@"
+    run_tests "$@"
     ;;
   *)
     echo "usage: scripts/dev.sh demo | test [pytest args]" >&2
