@@ -2,12 +2,13 @@
 (one per xdist worker), a fresh IMAP user (empty mailboxes) for each test, and a LocalSmtp
 delivering into that Dovecot.
 
-Also the suite's two tiers. A test that uses a server fixture (below, or tests/mailworld.py) is
-marked `integration` here; one that starts a server or a process by itself carries the mark in
-its file, and a test without it that tries is stopped with a message saying so. `--tier fast`
-runs the rest, `--tier integration` the integration tests with the long rounds (`slow`), those
-first (scripts/dev.sh test runs one tier, then the other). And each test's databases start as a
-copy of one migrated template, made once per session.
+Also the suite's tiers (`--tier`; scripts/dev.sh test runs the fast one, then the other two
+side by side). A test that uses a server fixture (below, or tests/mailworld.py) is marked
+`integration` here; one that starts a server or a process by itself carries the mark in its
+file, and a test without it that tries is stopped with a message saying so. The long property
+runs (marked slow) are a tier of their own: CPU-bound on small inputs, they run beside the
+integration tests, which mostly wait. The rest is the fast tier. And each test's databases
+start as a copy of one migrated template, made once per session.
 """
 
 import contextlib
@@ -32,11 +33,14 @@ _serial = itertools.count(1)
 # with those they depend on).
 SERVER_FIXTURES = frozenset({"dovecot", "local_smtp"})
 
+TIERS = ("fast", "properties", "integration")
+
 
 def pytest_addoption(parser):
-    parser.addoption("--tier", choices=("all", "fast", "integration"), default="all",
-                     help="fast: no server, no long round; integration: servers and processes, and the "
-                          "long rounds (marked slow), those first; all (default): both, in that order")
+    parser.addoption("--tier", choices=("all", *TIERS), default="all",
+                     help="fast: no server or process, no long property run; properties: the long property "
+                          "runs (marked slow; CPU-bound, small inputs); integration: servers and processes, "
+                          "the long rounds first; all (default): the three, in that order")
 
 
 def pytest_configure(config):
@@ -45,8 +49,12 @@ def pytest_configure(config):
     config.addinivalue_line("filterwarnings", "ignore:Requiring AUTH while not requiring TLS:UserWarning")
 
 
-def _later(item) -> bool:
-    return item.get_closest_marker("integration") is not None or item.get_closest_marker("slow") is not None
+def tier(item) -> str:
+    if item.get_closest_marker("integration") is not None:
+        return "integration"
+    if item.get_closest_marker("slow") is not None and getattr(item.obj, "is_hypothesis_test", False):
+        return "properties"
+    return "fast"
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m selects on the mark
@@ -54,20 +62,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
-        if item.get_closest_marker("slow") is not None and item.get_closest_marker("integration") is None:
-            # The long rounds that need no server are CPU-bound: one xdist worker takes them one
-            # after the other (with --dist loadgroup), the others being left to the tests that
-            # mostly wait on servers; two of them never share the two cores.
-            item.add_marker(pytest.mark.xdist_group("cpu"))
-    tier = config.getoption("tier")
-    if tier != "all":
-        keep = [item for item in items if _later(item) == (tier == "integration")]
+    chosen = config.getoption("tier")
+    if chosen != "all":
+        keep = [item for item in items if tier(item) == chosen]
         kept = set(keep)
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = keep
-    # The fast tests first, then the long rounds, then the other integration tests: the
-    # longest start first, so that xdist's workers finish together (the sort is stable).
-    items.sort(key=lambda item: (_later(item), item.get_closest_marker("slow") is None))
+    # Tier by tier, and in each the long rounds first: the longest start first, so that xdist's
+    # workers finish together (the sort is stable).
+    items.sort(key=lambda item: (TIERS.index(tier(item)), item.get_closest_marker("slow") is None))
 
 
 @pytest.fixture(autouse=True)
