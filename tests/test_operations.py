@@ -116,7 +116,8 @@ def watchers_connected(database: Path, watchers: int = 4) -> bool:
     """The daemon's watchers have each talked to the server (read from its database, read-only)."""
     try:
         with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as db:
-            return db.execute("SELECT count(*) FROM folder_state WHERE last_contact IS NOT NULL").fetchone()[0] >= watchers
+            [(talked,)] = db.execute("SELECT count(*) FROM folder_state WHERE last_contact IS NOT NULL")
+            return talked >= watchers
     except sqlite3.Error:  # not there yet, or not migrated yet
         return False
 
@@ -131,7 +132,8 @@ def test_mailbot_run_without_config_is_a_sandbox_a_person_can_write_to():
             banner = proc.stdout.readline()
             smtp_port = int(re.search(r"SMTP 127\.0\.0\.1:(\d+)", banner).group(1))
             imap_port = int(re.search(r"IMAP 127\.0\.0\.1:(\d+)", banner).group(1))
-            wait_for(lambda: watchers_connected(Path(folder) / "mailbot.sqlite"), timeout=30, what="the watchers to connect")
+            wait_for(lambda: watchers_connected(Path(folder) / "mailbot.sqlite"), timeout=30,
+                     what="the watchers to connect")
             raw = form_mail(postal_code=None).to_bytes().replace(b"\n", b"\r\n")
             with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
                 smtp.sendmail(CLIENT, [WL, BOSA], raw)
