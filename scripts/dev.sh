@@ -38,6 +38,44 @@ setup_venv() {
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$1]"
 }
 
+# pytest once per tier (tests/conftest.py says which test is in which), arguments after `test`
+# going to each (a -n of theirs overrides these):
+#   fast: no server, CPU-bound: one pytest-xdist worker per core; then, side by side,
+#   integration: servers and processes, mostly waiting on them: more workers than cores, the
+#     longest first, each worker taking the next test as it is free (worksteal);
+#   properties: the long property runs, CPU-bound, in one process of their own (a core at most,
+#     printed once done).
+# A failure in any tier fails the command; a tier the arguments leave empty (pytest's exit 5)
+# does not, unless all are.
+run_tests() {
+  # Seven pytest processes and every daemon a test starts compile the same modules: let Python
+  # keep what it compiled (__pycache__, ignored by git) whatever the caller's environment says.
+  unset PYTHONDONTWRITEBYTECODE
+  local codes=() properties_log
+  properties_log=$(mktemp)
+  tier_done() { codes+=("$1"); }
+  echo "--- fast tier" >&2
+  .venv/bin/python -m pytest --tier fast -n auto "$@" && tier_done 0 || tier_done $?
+  echo "--- integration tier, and the long property runs beside it" >&2
+  .venv/bin/python -m pytest --tier properties -n 0 "$@" >"$properties_log" 2>&1 &
+  local properties=$!
+  .venv/bin/python -m pytest --tier integration -n 4 --dist worksteal "$@" && tier_done 0 || tier_done $?
+  wait "$properties" && tier_done 0 || tier_done $?
+  echo "--- long property runs" >&2
+  cat "$properties_log"
+  rm -f "$properties_log"
+  local status=0 empty=0 code
+  for code in "${codes[@]}"; do
+    case "$code" in
+      0) ;;
+      5) empty=$((empty + 1)) ;;
+      *) status=$code ;;
+    esac
+  done
+  [ "$empty" -eq "${#codes[@]}" ] && status=5  # nothing at all was selected
+  return "$status"
+}
+
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -49,7 +87,7 @@ case "$cmd" in
   test)
     install_system_packages
     setup_venv test
-    exec .venv/bin/python -m pytest "$@"
+    run_tests "$@"
     ;;
   *)
     echo "usage: scripts/dev.sh demo | test [pytest args]" >&2

@@ -10,18 +10,21 @@ import datetime as dt
 import email
 import json
 import logging
+import shutil
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from sqlmodel import Session, func, select
+from imapclient import IMAPClient
+from sqlmodel import Session, col, func, select
 
 from mailbot.config import parse_settings
 from mailbot.daemon import Daemon
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
 from mailbot.season import XLSX, Mail, brussels
-from mailbot.store.models import FolderState
+from mailbot.store.models import FolderState, Message, OutboxMail
 from mailbot.transport.sandbox import LocalSmtp
 
 FORM_RULES = load_rules()
@@ -31,12 +34,13 @@ BOSA = "epayment@bosa.localhost"
 CLIENT = "marie.dubois@sambreville.be"
 
 
-def wait_for(predicate, timeout=15.0, what="condition"):
+def wait_for(predicate, timeout=15.0, what="condition", interval=0.05):
+    """predicate()'s first true value, looked at every `interval` seconds; fails after `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if value := predicate():
             return value
-        time.sleep(0.05)
+        time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -88,6 +92,13 @@ class World:
 
         return imap_append(self.dovecot.host, self.dovecot.port, *self.users[name], raw, folder, flags)
 
+    def append_all(self, name, raws, folder="INBOX"):
+        """Many mails over one connection, in order (a login for each costs more than the mail)."""
+        with IMAPClient(self.dovecot.host, port=self.dovecot.port, ssl=False, timeout=10) as client:
+            client.login(*self.users[name])
+            for raw in raws:
+                client.append(folder, raw)
+
     def start(self):
         since = dt.datetime.now(dt.UTC)
         self.bot = Daemon(self.settings, with_scheduler=False)
@@ -119,6 +130,39 @@ class World:
         with self.session() as s:
             return all(f.last_contact and (since is None or f.last_contact >= since)
                        for f in s.exec(select(FolderState)))
+
+    def caught_up(self):
+        """Every folder the bot watches has no mail on the server beyond the last UID it took."""
+        with self.session() as s:
+            folders = s.exec(select(FolderState)).all()
+        for box in {f.mailbox for f in folders}:
+            with IMAPClient(self.dovecot.host, port=self.dovecot.port, ssl=False, timeout=10) as client:
+                client.login(*self.users[box])
+                for f in (f for f in folders if f.mailbox == box):
+                    if client.select_folder(f.folder, readonly=True)[b"UIDVALIDITY"] != f.uidvalidity:
+                        return False
+                    if any(uid > f.last_uid for uid in client.search(["UID", f"{f.last_uid + 1}:*"])):
+                        return False
+        return True
+
+    def settled(self, also=lambda: True):
+        """Nothing left that could make the bot act: every mail on the server taken and
+        processed (or set aside), the outbox sent or refused for good, every Sent copy added,
+        and `also()` (what the test's own hooks still owe). The bot adds mail to the server
+        only by a send or a copy that the outbox shows, and hooks act on a message the SMTP
+        server received: so the server is looked at last, and a message received meanwhile
+        means looking again."""
+        received = len(self.smtp.envelopes)
+        return (also()
+                and self.count(Message, Message.status == "received") == 0
+                and self.count(OutboxMail, col(OutboxMail.state).in_(["pending", "sending", "handed"])) == 0
+                and self.count(OutboxMail, OutboxMail.copy_owed == True) == 0  # noqa: E712
+                and self.caught_up()
+                and len(self.smtp.envelopes) == received)
+
+    def wait_settled(self, timeout=30.0, also=lambda: True):
+        """Wait until the bot has nothing left to do: an answer sent twice would have come."""
+        wait_for(lambda: self.settled(also), timeout, "the bot to have nothing left to do", interval=0.1)
 
     def answers(self, to=CLIENT):
         """What the SMTP server received for `to` (an address, or the end of one)."""
@@ -156,8 +200,18 @@ def bot_log(caplog):
     caplog.set_level(logging.INFO, logger="mailbot")
 
 
+def copy_migrated_database(template, url):
+    """A daemon run in a subprocess migrates its own database (conftest's template fixture does
+    not reach it): its file copied from the migrated template instead, unless there is one."""
+    path = Path(url.removeprefix("sqlite:///"))
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, path)
+
+
 @pytest.fixture
-def world(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch):
+def world(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch, migrated_database):
     w = World(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch)
+    copy_migrated_database(migrated_database, w.settings.database.url)
     yield w
     w.stop()

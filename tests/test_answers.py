@@ -236,6 +236,7 @@ CRASH_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.integration  # a process of its own, killed
 def test_outbox_survives_a_crash_between_decision_and_send(tmp_path):
     url = f"sqlite:///{tmp_path}/crash.sqlite"
     eml = tmp_path / "m.eml"

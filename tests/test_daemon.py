@@ -8,20 +8,22 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-from mailworld import CLIENT, WL, World, form_mail, purpose, to_toml, wait_for
+from mailworld import CLIENT, WL, World, copy_migrated_database, form_mail, purpose, to_toml, wait_for
 from sqlmodel import select
 
 from mailbot.season import Mail, brussels
 from mailbot.store.models import Deadline, Message, OutboxMail
 
+pytestmark = pytest.mark.integration  # the season below starts its own sandbox
+
 
 @pytest.fixture
-def world(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch):
+def world(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch, migrated_database):
     w = World(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch)
+    copy_migrated_database(migrated_database, w.settings.database.url)
     yield w
     w.stop()
 
@@ -33,7 +35,7 @@ def test_mail_in_both_inboxes_is_answered_once(world, imap_connect):
     world.append("bosa", raw)
     wait_for(lambda: world.answers(), what="the answer")
     wait_for(lambda: world.count(Message, Message.status == "processed") >= 2, what="the copies")  # + the bot's own answer
-    time.sleep(1.0)
+    world.wait_settled()
     assert [purpose(e) for e in world.answers()] == ["form_complete"]
     answer = email.message_from_bytes(world.answers()[0].data)
     assert answer["Auto-Submitted"] == "auto-replied" and answer["In-Reply-To"] == "<form1@sambreville.be>"
@@ -73,7 +75,7 @@ def test_smtp_down_then_up_drains_the_outbox(world):
     wait_for(lambda: world.count(OutboxMail, OutboxMail.attempts >= 1) >= 1, what="a failed send")
     world.smtp.start()
     wait_for(lambda: len(world.answers()) == 2, timeout=30, what="both answers")
-    time.sleep(1.5)
+    world.wait_settled()
     assert len(world.answers()) == 2
     assert world.count(OutboxMail, OutboxMail.state == "sent", OutboxMail.purpose == "form_complete") == 2
 
@@ -111,7 +113,7 @@ def test_sigterm_mid_batch_then_restart_finishes_it(world, tmp_path):
     proc = start()
     try:
         wait_for(lambda: len(world.answers(to="sambreville.be")) == 20, timeout=60, what="every answer")
-        time.sleep(1.5)
+        world.wait_settled()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0

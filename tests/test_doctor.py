@@ -164,6 +164,7 @@ def test_smtp_tls_to_a_plain_server(dovecot, security, words):
     assert checks[3].status is Status.SKIPPED and checks[3].blocked_by == "tls"
 
 
+@pytest.mark.integration
 def test_keywords_refused_by_a_real_server_need_move_to(tmp_path, monkeypatch, capsys):
     """pymap lists no \\* in PERMANENTFLAGS: the keyword step fails until move_to is set."""
     pytest.importorskip("pymap")

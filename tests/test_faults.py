@@ -100,19 +100,6 @@ def unfinished(world) -> int:
             + world.count(OutboxMail, col(OutboxMail.state).in_(["pending", "sending", "handed"])))
 
 
-def settle(value, quiet=1.0, timeout=30.0, what="the bot to settle"):
-    """Wait until value() stays the same for `quiet` seconds; return it."""
-    deadline = time.monotonic() + timeout
-    last, since = value(), time.monotonic()
-    while time.monotonic() - since < quiet:
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-        now = value()
-        if now != last:
-            last, since = now, time.monotonic()
-    return last
-
-
 def folder_ids(world, box="worldline", folder="Sent") -> collections.Counter:
     """Message-IDs in one of the bot's folders, with how often each is there."""
     with IMAPClient(world.dovecot.host, port=world.dovecot.port, ssl=False, timeout=10) as client:
@@ -172,11 +159,15 @@ class Bot:
                  timeout, "the daemon to start")
         assert self.proc.poll() is None, self.tail()
 
-    def wait_for(self, predicate, timeout=30.0, what="condition"):
+    def wait_for(self, predicate, timeout=30.0, what="condition", interval=0.05):
         try:
-            return wait_for(predicate, timeout, what)
+            return wait_for(predicate, timeout, what, interval)
         except AssertionError as exc:
             raise AssertionError(f"{exc}; the daemon's log ends:\n{self.tail()}") from None
+
+    def wait_settled(self, timeout=30.0) -> None:
+        """World.wait_settled, with the daemon's log on failure."""
+        self.wait_for(self.world.settled, timeout, "the bot to have nothing left to do", interval=0.1)
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -210,8 +201,7 @@ def kill_rounds(world, bot, rounds: int, mails: int = 200, forms: int = 20) -> N
     """`mails` clients write (one in ten with an order form); the daemon is killed -9 `rounds`
     times at random moments while it works through them, then left to finish."""
     rng = random.Random(SEED)
-    for n in range(mails):
-        world.append("worldline", client_mail(n, form=n % (mails // forms) == 0))
+    world.append_all("worldline", [client_mail(n, form=n % (mails // forms) == 0) for n in range(mails)])
     kills = []
     for _ in range(rounds):
         bot.start().wait_started()
@@ -223,7 +213,7 @@ def kill_rounds(world, bot, rounds: int, mails: int = 200, forms: int = 20) -> N
     bot.start().wait_started()
     bot.wait_for(lambda: len(answer_counts(world)) == mails and unfinished(world) == 0, timeout=150,
                  what=f"every answer {note}")
-    time.sleep(1.0)  # an answer sent twice would come now
+    bot.wait_settled()  # an answer sent twice would have come by then
     bot.stop()
     # most kills must come while there is work (a faster bot finishes sooner)
     assert sum(done < mails for _, done in kills) >= max(1, rounds // 2), f"the kills came after the work was done {note}"
@@ -261,10 +251,19 @@ def test_dovecot_restarted_and_stopped_during_idle(world, dovecot, caplog):
     world.append("worldline", client_mail(2))  # before the bot is back
     wait_for(lambda: len(answer_counts(world)) == 2, timeout=30, what="the answers after the restart")
     world.append("worldline", client_mail(3))
+
+    def lost():
+        return collections.Counter((r.mailbox, r.folder) for r in caplog.records
+                                   if r.getMessage() == "imap connection lost")
+
+    before = lost()
     dovecot.stop()
     try:
         wait_for(lambda: world.count(FolderState, FolderState.last_error != "") >= 4, what="the bot to see it gone")
-        time.sleep(3)
+        with world.session() as s:
+            watchers = [(f.mailbox, f.folder) for f in s.exec(select(FolderState))]
+        # Stopped for a while: every watcher has tried again, in vain (the loss, then a retry).
+        wait_for(lambda: all(lost()[w] - before[w] >= 2 for w in watchers), what="every watcher to try again")
     finally:
         dovecot.start()
     world.append("worldline", client_mail(4))
@@ -275,7 +274,7 @@ def test_dovecot_restarted_and_stopped_during_idle(world, dovecot, caplog):
     # once the server is back, once.
     wait_for(lambda: world.count(OutboxMail, OutboxMail.copy_owed == True) == 0, timeout=30,  # noqa: E712
              what="the owed sent copies")
-    settle(lambda: (sum(answer_counts(world).values()), world.count(Message)))
+    world.wait_settled()
     assert_all_once(world, [mid(n) for n in (1, 2, 3, 4)])
 
 
@@ -406,7 +405,7 @@ def test_silent_connection_is_noticed_and_replaced(world, proxy):
              what="the mail after the network came back")
     took = time.monotonic() - started
     assert noticed < 10 and took < 30, (noticed, took)
-    settle(lambda: (sum(answer_counts(world).values()), world.count(Message)))
+    world.wait_settled()
     assert_all_once(world, [mid(1)])
 
 
@@ -437,7 +436,7 @@ def test_new_uidvalidity_rescans_and_answers_nothing_twice(world):
     wait_for(lambda: len(answer_counts(world)) == 4 and unfinished(world) == 0, timeout=30,
              what="the new mail after the rescan")
     wait_for(lambda: world.count(Sighting, Sighting.uidvalidity == uidvalidity) == 4, what="the rescan")
-    settle(lambda: (sum(answer_counts(world).values()), world.count(Message)))
+    world.wait_settled()
     assert_all_once(world, [mid(n) for n in (1, 2, 3, 4)])
     with world.session() as s:
         after = s.exec(select(FolderState).where(FolderState.folder == "Incoming")).one()
@@ -455,7 +454,7 @@ def test_mail_read_by_a_person_first_is_processed_and_stays_read(world):
     world.append("worldline", client_mail(1), flags=("\\Seen",))  # read in a mail client at once
     world.append("worldline", client_mail(2))
     wait_for(lambda: len(answer_counts(world)) == 2 and unfinished(world) == 0, timeout=20, what="the answers")
-    settle(lambda: (sum(answer_counts(world).values()), world.count(Message)))
+    world.wait_settled()
     assert_all_once(world, [mid(1), mid(2)])
     with IMAPClient(world.dovecot.host, port=world.dovecot.port, ssl=False, timeout=10) as client:
         client.login(*world.users["worldline"])
@@ -474,7 +473,7 @@ def test_smtp_4xx_several_times_then_accepted_once(world):
     world.append("worldline", client_mail(1))
     wait_for(lambda: answer_counts(world) == {mid(1): 1} and unfinished(world) == 0, timeout=30,
              what="the answer after two refusals")
-    settle(lambda: len(world.smtp.envelopes))
+    world.wait_settled()
     refused = [e for e in world.smtp.envelopes if not e.accepted]
     assert [e.reply[:3] for e in refused] == ["451"] * 2
     assert all(header(e, "Message-ID") == header(refused[0], "Message-ID") for e in world.smtp.envelopes)
@@ -495,7 +494,7 @@ def test_smtp_5xx_fails_for_good_even_across_a_restart(world):
     world.start()  # a restart does not try a refused mail again
     world.append("worldline", client_mail(3))
     wait_for(lambda: len(answer_counts(world)) == 2 and unfinished(world) == 0, timeout=20, what="the next answer")
-    settle(lambda: len(world.smtp.envelopes))
+    world.wait_settled()
     with world.session() as s:
         failed = s.exec(select(OutboxMail).where(OutboxMail.state == "failed")).one()
         report = status(s.get_bind(), world.settings)
@@ -516,11 +515,12 @@ def test_smtp_down_across_a_daemon_restart(world, bot):
     with world.session() as s:
         assert {r.state for r in s.exec(select(OutboxMail))} == {"pending"}
     bot.start().wait_started()
-    time.sleep(1.5)  # still down after the restart: tried again, in vain
+    bot.wait_for(lambda: world.count(OutboxMail, OutboxMail.attempts >= 2), timeout=30,
+                 what="an answer tried again after the restart, in vain")  # still down
     world.smtp.start()
     bot.wait_for(lambda: len(answer_counts(world)) == 3 and unfinished(world) == 0, timeout=30,
              what="the outbox drained")
-    time.sleep(1.0)
+    bot.wait_settled()
     bot.stop()
     assert_all_once(world, [mid(n) for n in (1, 2, 3)], bot.tail())
 
@@ -547,7 +547,7 @@ def test_crash_right_after_the_smtp_accept_sends_nothing_twice(world, bot):
     bot.start().wait_started()
     world.append("worldline", client_mail(2))
     bot.wait_for(lambda: len(answer_counts(world)) == 2 and unfinished(world) == 0, timeout=30, what="the next answer")
-    time.sleep(1.0)
+    bot.wait_settled()
     bot.stop()
     assert_all_once(world, [mid(1), mid(2)], bot.tail())
     with world.session() as s:
@@ -579,8 +579,13 @@ def test_two_bots_answering_each_other_stop(dovecot, make_imap_user, local_smtp,
                                        for r in e.rcpt_tos if e.accepted and r in bots)
 
         wait_for(lambda: sum(between().values()) >= 2, timeout=20, what="the first answers")
-        counts = settle(between, quiet=3.0)
-        assert counts == {("a", "b"): 1, ("b", "a"): 1}
+
+        def both_settled():  # a message between them during the look means looking again
+            received = len(local_smtp.envelopes)
+            return a.settled() and b.settled() and len(local_smtp.envelopes) == received
+
+        wait_for(both_settled, timeout=30, what="both bots to have nothing left to do", interval=0.1)
+        assert between() == {("a", "b"): 1, ("b", "a"): 1}
         for w in (a, b):
             with w.session() as s:
                 reasons = s.exec(select(Decision.reason).where(Decision.answered == False)).all()
@@ -590,10 +595,12 @@ def test_two_bots_answering_each_other_stop(dovecot, make_imap_user, local_smtp,
         b.stop()
 
 
-def auto_responder(world, tag: str, prefix: str, text: str, headers: dict | None = None) -> list[bytes]:
+def auto_responder(world, tag: str, prefix: str, text: str, headers: dict | None = None):
     """A client's responder answering, at once, every mail the bot sends it: `prefix` + the
-    bot's subject (without its "RE: "), `text`, `headers`. Returns the replies, as they go."""
+    bot's subject (without its "RE: "), `text`, `headers`. Returns the replies, as they go, and
+    a function true when every mail to a client so far has its reply in the bot's inbox."""
     replies: list[bytes] = []
+    delivered: list[bytes] = []
 
     def respond(envelope):
         if not any(r.endswith("@" + CLIENTS) for r in envelope.rcpt_tos):
@@ -603,23 +610,31 @@ def auto_responder(world, tag: str, prefix: str, text: str, headers: dict | None
                      text, message_id=f"<{tag}{len(replies)}@{CLIENTS}>", in_reply_to=str(got["Message-ID"]),
                      headers=headers or {}).to_bytes()
         replies.append(reply)
-        threading.Thread(target=world.append, args=("worldline", reply), daemon=True).start()
+
+        def deliver():
+            world.append("worldline", reply)
+            delivered.append(reply)
+
+        threading.Thread(target=deliver, daemon=True).start()
+
+    def all_delivered() -> bool:
+        return len(delivered) == sum(answer_counts(world).values())
 
     world.smtp.on_accept = respond
-    return replies
+    return replies, all_delivered
 
 
 @pytest.mark.parametrize("auto_submitted", [False, True], ids=["plain-reply", "auto-submitted"])
 def test_auto_responder_loop_stops(world, auto_submitted):
     """A client's auto-responder answers every mail it gets, at once, with the bot's subject
     (a plain reply as a naive responder writes it, or marked Auto-Submitted)."""
-    replies = auto_responder(world, "auto", "", "Je suis absente, je reviens lundi.",
-                             {"Auto-Submitted": "auto-replied"} if auto_submitted else {})
+    replies, delivered = auto_responder(world, "auto", "", "Je suis absente, je reviens lundi.",
+                                        {"Auto-Submitted": "auto-replied"} if auto_submitted else {})
     world.start()
     world.append("worldline", client_mail(1))
     wait_for(lambda: replies, timeout=20, what="the first answer")
-    answers, responses, _ = settle(lambda: (sum(answer_counts(world).values()), len(replies), world.count(Message)),
-                                   quiet=3.0)
+    world.wait_settled(also=delivered)
+    answers, responses = sum(answer_counts(world).values()), len(replies)
     assert (answers, responses) == (1, 1)  # one answer, one auto-reply, and no more
     assert unfinished(world) == 0
     with world.session() as s:
@@ -649,14 +664,14 @@ def test_naive_auto_responder_stops_after_one_answer(world, variant):
     reply for what it is, not a limit."""
     prefix, text, expected = NAIVE[variant]
     world.configure(answers={"per_purpose_per_day": 100, "per_address_per_day": 100})
-    replies = auto_responder(world, "naive", prefix, text)
+    replies, delivered = auto_responder(world, "naive", prefix, text)
     world.start()
     world.append("worldline", client_mail(1))
     wait_for(lambda: replies, timeout=20, what="the first answer")
     wait_for(lambda: world.count(Message, Message.message_id == f"naive0@{CLIENTS}", Message.status == "processed"),
              timeout=20, what="the auto-reply to be read")
-    answers, responses, _ = settle(lambda: (sum(answer_counts(world).values()), len(replies), world.count(Message)),
-                                   quiet=3.0)
+    world.wait_settled(also=delivered)
+    answers, responses = sum(answer_counts(world).values()), len(replies)
     assert (answers, responses) == (1, 1)  # counted at the SMTP server
     assert unfinished(world) == 0
     with world.session() as s:
@@ -671,18 +686,31 @@ def test_naive_auto_responder_stops_after_one_answer(world, variant):
 
 # --- 9. the database locked, or full ---------------------------------------------------------
 
+def recording(engine) -> threading.Event:
+    """Set once the bot's engine starts to record a mail (its INSERT INTO message)."""
+    started = threading.Event()
+
+    def look(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO MESSAGE"):
+            started.set()
+
+    event.listen(engine, "before_cursor_execute", look)
+    return started
+
+
 def test_database_locked_for_a_few_seconds(world):
     world.start()
     with sqlite3.connect(world.settings.database.url.removeprefix("sqlite:///"), timeout=10) as locker:
         locker.execute("BEGIN EXCLUSIVE")
+        trying = recording(world.bot.engine)
         for n in (1, 2):
             world.append("worldline", client_mail(n))
-        time.sleep(3)  # the bot waits on the lock (busy timeout 10 s)
+        wait_for(trying.is_set, what="the bot to record a mail")  # it waits on the lock (busy timeout 10 s)
         assert answer_counts(world) == {}
         locker.rollback()
     wait_for(lambda: len(answer_counts(world)) == 2 and unfinished(world) == 0, timeout=20,
              what="the mail after the lock")
-    settle(lambda: (sum(answer_counts(world).values()), world.count(Message)))
+    world.wait_settled()
     assert_all_once(world, [mid(1), mid(2)])
 
 
@@ -700,16 +728,21 @@ def test_database_locked_beyond_the_busy_timeout(world, monkeypatch, caplog):
     world.smtp.stop()  # the outbox sender retries its answer meanwhile: it meets the lock too
     world.append("worldline", client_mail(1))
     wait_for(lambda: world.count(OutboxMail, OutboxMail.attempts >= 1), what="a first send to fail")
+    def sender_failed():
+        return sum(r.name == "mailbot.smtp" and r.getMessage() == "database error" for r in caplog.records)
+
     with sqlite3.connect(world.settings.database.url.removeprefix("sqlite:///"), timeout=10) as locker:
         locker.execute("BEGIN EXCLUSIVE")
+        before = sender_failed()
         world.append("worldline", client_mail(2))
         wait_for(lambda: any(r.getMessage() == "not recorded" for r in caplog.records), what="a write to fail")
-        time.sleep(2)  # the sender, retrying every second, meets the lock too
+        # the sender, retrying every second, meets the lock too
+        wait_for(lambda: sender_failed() > before, what="the sender to meet the lock")
         locker.rollback()
     world.smtp.start()
     wait_for(lambda: len(answer_counts(world)) == 2 and unfinished(world) == 0, timeout=30,
              what="the mail after the lock")
-    settle(lambda: (sum(answer_counts(world).values()), world.count(Message)))
+    world.wait_settled()
     assert_all_once(world, [mid(n) for n in (1, 2)])
 
 
@@ -737,13 +770,13 @@ def test_database_full_for_a_moment(world, caplog):
     full = disk_full(world.bot.engine)
     for n in (1, 2, 3):
         world.append("worldline", client_mail(n, form=n == 1))
-    wait_for(lambda: any(r.getMessage() == "not recorded" for r in caplog.records), timeout=20,
-             what="a write to fail")
-    time.sleep(2)
+    # full for a moment: the bot fails to record a mail, and again when it tries again
+    wait_for(lambda: sum(r.getMessage() == "not recorded" for r in caplog.records) >= 2, timeout=20,
+             what="a write to fail twice")
     full.clear()
     wait_for(lambda: len(answer_counts(world)) == 3 and unfinished(world) == 0, timeout=30,
              what="the mail once there is room")
-    settle(lambda: (sum(answer_counts(world).values()), world.count(Message)))
+    world.wait_settled()
     assert_all_once(world, [mid(n) for n in (1, 2, 3)])
 
 
@@ -767,8 +800,8 @@ def test_watchdog_goes_on_after_a_database_failure(world, caplog):
                           last_error="ConnectionRefusedError: " + "refused " * 500))
         s.commit()
     wait_for(failed, timeout=20, what="the watchdog's write to fail")
-    time.sleep(4)  # it tries again meanwhile, and fails again
-    assert len(failed()) >= 2 and notes() == []
+    wait_for(lambda: len(failed()) >= 2, timeout=20, what="the watchdog to try again, and fail again")
+    assert notes() == []
     assert all(getattr(r, "task", None) == "watchdog" and "full" in r.reason for r in failed())
     full.clear()
     wait_for(lambda: notes() == [("bosa", True, "sent")], timeout=20, what="the watchdog's note once there is room")

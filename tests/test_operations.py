@@ -1,10 +1,12 @@
 """Running the bot: the sandbox `mailbot run`, shadow mode, the watchdog, `mailbot status`."""
 
+import contextlib
 import datetime as dt
 import json
 import re
 import signal
 import smtplib
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from imapclient import IMAPClient
+from mailworld import wait_for
 from sqlmodel import Session, select
 
 from mailbot.answers.digest import digest_context
@@ -115,6 +118,17 @@ def test_status_report(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["folders"][0]["last_uid"] == 3
 
 
+def watchers_connected(database: Path, watchers: int = 4) -> bool:
+    """The daemon's watchers have each talked to the server (read from its database, read-only)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as db:
+            [(talked,)] = db.execute("SELECT count(*) FROM folder_state WHERE last_contact IS NOT NULL")
+            return talked >= watchers
+    except sqlite3.Error:  # not there yet, or not migrated yet
+        return False
+
+
+@pytest.mark.integration
 @pytest.mark.skipif(not dovecot_available(), reason="Dovecot is not installed")
 def test_mailbot_run_without_config_is_a_sandbox_a_person_can_write_to():
     with tempfile.TemporaryDirectory(prefix="mailbot-run-") as folder:
@@ -134,7 +148,8 @@ def test_mailbot_run_without_config_is_a_sandbox_a_person_can_write_to():
                 assert re.search(rf"user {user} +password {re.escape(passwords[user])} ", banner), banner
             swaks = re.search(r"swaks --server 127\.0\.0\.1:(\d+) .*--attach @(\S+\.xlsx)", banner)
             assert swaks and int(swaks.group(1)) == smtp_port and Path(swaks.group(2)).is_file(), banner
-            time.sleep(1.0)  # the watchers connect
+            wait_for(lambda: watchers_connected(Path(folder) / "mailbot.sqlite"), timeout=30,
+                     what="the watchers to connect")
             raw = form_mail(postal_code=None).to_bytes().replace(b"\n", b"\r\n")
             with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
                 smtp.sendmail(CLIENT, [WL, BOSA], raw)

@@ -6,7 +6,6 @@ import collections
 import email.parser
 import email.policy
 import threading
-import time
 
 import pytest
 from imapclient import IMAPClient
@@ -137,7 +136,7 @@ def test_a_dropped_smtp_connection_is_replaced_without_a_failed_attempt(world, p
     world.append("worldline", client_mail(3))
     wait_for(lambda: len(answers(world)) == 3 and world.count(OutboxMail, OutboxMail.state != "sent") == 0,
              timeout=20, what="the answer after the restart")
-    time.sleep(1.0)  # a mail sent twice would come now
+    world.wait_settled()  # a mail sent twice would have come by then
     assert answers(world) == {f"<c{n}@{CLIENTS}>": 1 for n in (1, 2, 3)}
     assert all(r.attempts == 0 and r.state == "sent" for r in outbox(world))  # no attempt counted as failed
     ordered = list(dict.fromkeys(peers))
@@ -164,7 +163,7 @@ def test_no_answer_after_the_final_dot_counts_as_sent_never_twice(world, monkeyp
     wait_for(lambda: world.count(OutboxMail, OutboxMail.state == "sent") == 1, timeout=20, what="the answer")
     wait_for(lambda: sent_folder(world) and not world.count(OutboxMail, OutboxMail.copy_owed == True),  # noqa: E712
              timeout=20, what="its Sent copy")
-    time.sleep(1.5)  # a mail sent twice would come now
+    world.wait_settled()  # a mail sent twice would have come by then
     row, = outbox(world)
     assert "no answer after the final dot" in row.last_error
     assert answers(world) == {f"<c1@{CLIENTS}>": 1}
@@ -209,7 +208,7 @@ def test_a_failed_sent_copy_is_appended_later_exactly_once(world, monkeypatch):
     world.start()
     wait_for(lambda: world.count(OutboxMail, OutboxMail.copy_owed == True) == 0, timeout=20,  # noqa: E712
              what="the owed copy")
-    time.sleep(1.0)
+    world.wait_settled()
     assert sent_folder(world) == {first.message_id: 1, second.message_id: 1}
     assert answers(world) == {f"<c{n}@{CLIENTS}>": 1 for n in (1, 2)}
 

@@ -19,6 +19,8 @@ from imapclient import IMAPClient
 from mailbot.errors import SandboxError
 from mailbot.transport.sandbox import DovecotServer, LocalSmtp, PymapServer, Sandbox, dovecot_available, imap_append
 
+pytestmark = pytest.mark.integration  # servers started by the tests themselves too
+
 RAW = (b"From: Marie Dubois <marie.dubois@sambreville.be>\r\nTo: ecom-belgium@worldline.localhost\r\n"
        b"Subject: =?utf-8?q?Bon_de_commande_=E2=80=93_Sambreville?=\r\nMessage-ID: <t1@sambreville.be>\r\n"
        b"\r\nBonjour,\r\nci-joint le formulaire.\r\n")

@@ -10,6 +10,8 @@ from sqlmodel import Session, SQLModel, select
 from mailbot.store.db import alembic_config, open_database
 from mailbot.store.models import Dossier
 
+pytestmark = pytest.mark.migrations  # each test's database made by the migrations, not copied
+
 
 def test_migrations_build_the_models_schema(tmp_path):
     url = f"sqlite:///{tmp_path}/m.sqlite"
