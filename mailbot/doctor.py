@@ -31,7 +31,7 @@ from imapclient.exceptions import IMAPClientError
 from imapclient.imapclient import SENT
 
 from mailbot.config import LOOPBACK, Imap, Secret, Settings, Smtp
-from mailbot.errors import ConfigError, ConnectionStepFailed, MailbotError, SignInError
+from mailbot.errors import ConfigError, ConnectionStepFailed, ImapLoginFailed, MailbotError, SignInError
 from mailbot.transport.imap import keyword_allowed, open_imap
 from mailbot.transport.imap import login as imap_login
 from mailbot.transport.oauth import Credential, TokenSources
@@ -220,7 +220,7 @@ class ImapProbe:
             imap_login(self.client, cfg, password)
         except SignInError as exc:
             return fail("login", str(exc), f"check the oauth2 section of [{self.section}] (see README, Signing in with OAuth2)")
-        except ConnectionStepFailed as exc:
+        except ImapLoginFailed as exc:
             return fail("login", str(exc), f"check user {cfg.user!r} and {secret_source(cfg)}")
         return ok("login", f"logged in to {cfg.host} as {cfg.user}")
 

@@ -125,11 +125,12 @@ class TokenUnavailable(SignInError):
     """The token endpoint could not be reached or failed (network, 5xx): tried again soon."""
 
 
-class ConnectionStepFailed(ImapError):
+class ConnectionStepFailed(ImapConnectionLost):
     """A step of reaching a mail server failed: the message names the host and the step
     ("cannot resolve imap.bosa.invalid: ...", "login refused by outlook.office365.com: ...").
 
-    An ImapError: the watcher waits it out like a lost connection (reconnect with backoff)."""
+    A lost connection: the watcher waits it out (reconnect with backoff). A refused login is
+    ImapLoginFailed, with the same wording."""
 
     STEPS = {
         "resolve": "cannot resolve {host}",

@@ -18,7 +18,7 @@ from mailbot.cli import main
 from mailbot.config import Imap, Smtp
 from mailbot.resources import RULES
 from mailbot.doctor import Check, DatabaseProbe, Status, Step, keyword_verdict, lines, run_steps
-from mailbot.errors import ConnectionStepFailed, ImapError
+from mailbot.errors import ConnectionStepFailed, ImapError, ImapLoginFailed
 from mailbot.store.db import alembic_config, open_database
 from mailbot.transport.imap import ImapFolder
 from mailbot.transport.sandbox import LocalSmtp, PymapServer, free_port
@@ -270,7 +270,7 @@ def test_the_daemons_connection_errors_name_host_and_step(dovecot, imap_user):
         with pytest.raises(ConnectionStepFailed, match=rf"^cannot connect to 127\.0\.0\.1: port {port}: "):
             ImapFolder(closed, "pw", "INBOX", timeout=5).connect()
     wrong = Imap(host=dovecot.host, port=dovecot.port, user=imap_user[0], security="plain", password_env="X")
-    with pytest.raises(ConnectionStepFailed, match=r"^login refused by 127\.0\.0\.1: .*AUTHENTICATIONFAILED"):
+    with pytest.raises(ImapLoginFailed, match=r"^login refused by 127\.0\.0\.1: .*AUTHENTICATIONFAILED"):
         ImapFolder(wrong, "not-the-password", "INBOX", timeout=5).connect()
 
 

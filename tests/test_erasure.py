@@ -35,6 +35,8 @@ from mailbot.store.models import (
     OutboxMail,
 )
 
+pytestmark = pytest.mark.integration  # servers or processes in every test
+
 
 def test_forget_removes_an_address_everywhere_and_records_the_erasure(db):
     assert found(db, ["marie.dubois@sambreville.be", "Marie Dubois"])

@@ -21,7 +21,7 @@ from mailbot.season import season
 from mailbot.transport.local import sandbox_for
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow  # a wheel build and a venv: ~15 s
+pytestmark = [pytest.mark.slow, pytest.mark.integration]  # a wheel build and a venv: ~15 s
 
 
 def _run(args, **kwargs) -> subprocess.CompletedProcess:

@@ -36,6 +36,8 @@ from mailbot.transport.oauth import (
 )
 from mailbot.transport.sandbox import dovecot_available
 
+pytestmark = pytest.mark.integration  # servers or processes in every test
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
 
 GOOGLE_SCOPE = "https://mail.google.com/"
@@ -257,6 +259,7 @@ def test_example_config_sections():
 
 def test_same_credentials_share_one_source(tmp_path):
     (tmp_path / "secret").write_text("s3cret\n")
+    (tmp_path / "secret").chmod(0o600)  # a secret file others may read is refused
     sources = TokenSources()
     cfg = {"host": "outlook.office365.com", "user": "ecom@worldline.localhost", "auth": "oauth2",
            "oauth2": {"provider": "microsoft", "client_id": "c", "tenant": "t",

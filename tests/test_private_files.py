@@ -83,6 +83,7 @@ def test_a_private_secret_file_is_read(tmp_path):
     assert Secret(password_file=path).password("imap") == "s3cret"
 
 
+@pytest.mark.integration
 def test_mailbot_run_refuses_a_readable_password_file(tmp_path):
     secret = tmp_path / "imap-password"
     secret.write_text("s3cret\n")

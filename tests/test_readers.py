@@ -195,6 +195,7 @@ def test_the_reader_process_starts_for_a_batch_and_stops_once_idle():
         readers.close()
 
 
+@pytest.mark.integration
 def test_a_reader_killed_while_idle_is_replaced():
     """The worker dies between two batches (the OOM killer, say): the next mail is still read ahead."""
     import multiprocessing

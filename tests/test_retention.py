@@ -1,6 +1,7 @@
 """The retention job on a database filled by the real pipeline, through the real `mailbot`
 command: what is purged, what stays, when, and the daemon's daily run."""
 
+import pytest
 import datetime as dt
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from mailbot.store.models import (
     Message,
     OutboxMail,
 )
+
+pytestmark = pytest.mark.integration  # servers or processes in every test
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -52,7 +52,7 @@ def test_a_name_that_does_not_resolve():
 def test_a_port_nobody_listens_on():
     port = free_port()
     conn = ImapFolder(imap(port=port), "pw", "INBOX", timeout=5)
-    with pytest.raises(ImapConnectionLost, match=f"^connection refused by 127.0.0.1:{port}$"):
+    with pytest.raises(ImapConnectionLost, match=f"^cannot connect to 127.0.0.1: port {port}: .*Connection refused"):
         call(conn, conn.connect)
 
 
@@ -77,7 +77,7 @@ def test_the_sent_folder_says_unknown_when_it_cannot_look_and_raises_when_it_can
 
     async def run():
         assert await folder.find("x@worldline.localhost") is None
-        with pytest.raises(ImapConnectionLost, match="connection refused"):
+        with pytest.raises(ImapConnectionLost, match="(?i)connection refused"):
             await folder.add("x@worldline.localhost", RAW)
         await folder.close()
 
@@ -140,7 +140,7 @@ def test_a_lost_connection_is_waited_out_and_recorded_with_its_host(tmp_path):
         return row
 
     row = asyncio.run(run())
-    assert row.last_error == f"ImapConnectionLost: connection refused by 127.0.0.1:{port}"
+    assert row.last_error.startswith(f"ConnectionStepFailed: cannot connect to 127.0.0.1: port {port}: ")
 
 
 # --- SMTP --------------------------------------------------------------------------------------
@@ -197,6 +197,7 @@ def sender_for(tmp_path, cfg: Smtp, password: str | None):
     return engine, sender
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("password, state, error", [
     # a refused login fails no mail: it waits in the outbox for the credentials to be mended
     ("wrong", "pending", "login refused by 127.0.0.1: 535 5.7.8 Authentication credentials invalid"),

@@ -117,7 +117,7 @@ def login(client: IMAPClient, cfg: Imap, password: Credential) -> None:
         answer = str(exc)  # imapclient gives the server's bytes as their repr: b'[AUTHENTICATIONFAILED] ...'
         if answer[:2] in ("b'", 'b"'):
             answer = ast.literal_eval(answer).decode(errors="replace")
-        raise ConnectionStepFailed(cfg.host, "login", answer) from exc
+        raise ImapLoginFailed(f"login refused by {cfg.host}: {answer}") from exc
 
 
 def keyword_allowed(selected: dict, keyword: str) -> bool:
