@@ -1,5 +1,7 @@
 """One root exception for the project, with narrow subclasses that say what went wrong."""
 
+from typing import ClassVar
+
 
 class MailbotError(Exception):
     """Root of every error mailbot raises on purpose."""
@@ -131,7 +133,7 @@ class ConnectionStepFailed(ImapError):
 
     An ImapError: the watcher waits it out like a lost connection (reconnect with backoff)."""
 
-    STEPS = {
+    STEPS: ClassVar[dict[str, str]] = {
         "resolve": "cannot resolve {host}",
         "connect": "cannot connect to {host}",
         "tls": "TLS with {host} failed",
