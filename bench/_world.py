@@ -280,8 +280,9 @@ class BenchWorld:
     # --- IMAP helpers ---
 
     def imap(self, user: str, folder: str = "INBOX"):
-        from imapclient import IMAPClient
         import socket
+
+        from imapclient import IMAPClient
 
         client = IMAPClient(self.dovecot.host, port=self.dovecot.port, ssl=False, timeout=30)
         client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

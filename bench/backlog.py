@@ -39,14 +39,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sqlmodel import Session, func, select  # noqa: E402
+from sqlmodel import Session, func, select
 
-from _world import (BOSA, WL, WL_STAFF, BenchWorld, FormFactory, children, client_address, cpu_seconds,  # noqa: E402
-                    dovecot_version, group_cpu_seconds, machine, project_name, readers_rss, vm_status, wait_until)
-from mailbot import outbox  # noqa: E402
-from mailbot.mail.parse import parse_mail  # noqa: E402
-from mailbot.season import XLSX, Mail, brussels, jpeg_bytes, pdf_bytes, scan_pdf  # noqa: E402
-from mailbot.store.models import FolderState, Message  # noqa: E402
+from _world import (
+    BOSA,
+    WL,
+    WL_STAFF,
+    BenchWorld,
+    FormFactory,
+    children,
+    client_address,
+    cpu_seconds,
+    dovecot_version,
+    group_cpu_seconds,
+    machine,
+    project_name,
+    readers_rss,
+    vm_status,
+    wait_until,
+)
+from mailbot import outbox
+from mailbot.mail.parse import parse_mail
+from mailbot.season import XLSX, Mail, brussels, jpeg_bytes, pdf_bytes, scan_pdf
+from mailbot.store.models import FolderState, Message
 
 START = brussels(2027, 2, 1, 8)
 
@@ -90,7 +105,7 @@ def backlog(total: int, seed: int = 20270201) -> tuple[list[bytes], dict[str, in
 
     # Corrected forms for the incomplete ones, a few resends of complete ones: ~30 % of all mail has a form.
     incomplete = [d for d in dossiers if not d["complete"]]
-    for k, d in enumerate(incomplete):
+    for d in incomplete:
         t = d["t"] + rnd.uniform(0.01, 0.1)
         add(t, "form (corrected, in thread)", Mail(START, d["sender"], [WL], reply_subject(d), "Voici le bon corrigé.",
                                                    cc=[BOSA], attachments=[(d["file"].replace(".xlsx", " v2.xlsx"),
@@ -318,8 +333,8 @@ def main() -> int:
           f"bot / bare 100-a-FETCH: {rate / batch_rate:.2f}")
     samples = sampler.samples
     if samples:
-        peak = max(max(s[1] for s in samples), rss_end.get("VmRSS", 0))
-        hwm = max(max(s[2] for s in samples), rss_end.get("VmHWM", 0))
+        peak = max(rss_end.get("VmRSS", 0), *(s[1] for s in samples))
+        hwm = max(rss_end.get("VmHWM", 0), *(s[2] for s in samples))
         quarter = next((s[1] for s in samples if s[0] >= (first_at - spawned) + (drained_at - first_at) / 4), samples[-1][1])
         print(f"daemon RSS (MB): at the first mail {rss_at_first / 1024:.1f}, at 25 % of the drain {quarter / 1024:.1f}, "
               f"peak sampled {peak / 1024:.1f} (VmHWM {hwm / 1024:.1f}), end {rss_end.get('VmRSS', 0) / 1024:.1f}; "

@@ -37,11 +37,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import aiosmtplib  # noqa: E402
+import aiosmtplib
 
-from _world import (BOSA, WL, BenchWorld, FormFactory, client_address, dovecot_version, machine,  # noqa: E402
-                    percentile, project_name, wait_until)
-from mailbot.season import XLSX, Mail, brussels  # noqa: E402
+from _world import (
+    BOSA,
+    WL,
+    BenchWorld,
+    FormFactory,
+    client_address,
+    dovecot_version,
+    machine,
+    percentile,
+    project_name,
+    wait_until,
+)
+from mailbot.season import XLSX, Mail, brussels
 
 
 def form_mails(count: int) -> list[tuple[str, bytes]]:

@@ -46,19 +46,29 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sqlalchemy import insert, text  # noqa: E402
-from sqlmodel import Session, func, select  # noqa: E402
+from sqlalchemy import insert, text
+from sqlmodel import Session, func, select
 
-from _world import BOSA, WL, BenchWorld, dovecot_version, machine, readers_rss, vm_status, wait_until  # noqa: E402
-from mailbot.answers.digest import digest_context  # noqa: E402
-from mailbot.answers.scheduled import reminder_drafts  # noqa: E402
-from mailbot.calendar import due_date  # noqa: E402
-from mailbot.config import parse_settings  # noqa: E402
-from mailbot.context import Context  # noqa: E402
-from mailbot.jobs import run_digest, run_sweep  # noqa: E402
-from mailbot.store.db import open_database  # noqa: E402
-from mailbot.store.models import (AttachmentRecord, Contact, Decision, Deadline, Dossier, Event,  # noqa: E402
-                                  FormCheckRecord, Message, OutboxMail, Sighting)
+from _world import BOSA, WL, BenchWorld, dovecot_version, machine, readers_rss, vm_status, wait_until
+from mailbot.answers.digest import digest_context
+from mailbot.answers.scheduled import reminder_drafts
+from mailbot.calendar import due_date
+from mailbot.config import parse_settings
+from mailbot.context import Context
+from mailbot.jobs import run_digest, run_sweep
+from mailbot.store.db import open_database
+from mailbot.store.models import (
+    AttachmentRecord,
+    Contact,
+    Deadline,
+    Decision,
+    Dossier,
+    Event,
+    FormCheckRecord,
+    Message,
+    OutboxMail,
+    Sighting,
+)
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 UTC = dt.timezone.utc
@@ -80,7 +90,7 @@ class Builder:
         self.now, self.cal, self.rnd = now, calendar, random.Random(seed)
         self.today = now.astimezone(BRUSSELS).date()
         self.rows: dict[type, list[dict]] = {t: [] for t in TABLES}
-        self.ids: dict[type, int] = {t: 0 for t in TABLES}
+        self.ids: dict[type, int] = dict.fromkeys(TABLES, 0)
 
     def add(self, table: type, **values) -> int:
         self.ids[table] += 1

@@ -96,14 +96,16 @@ def _timeline_line(event: dict) -> str:
                 f"  {event.get('subject', '')[:60]!r}{tail}")
     if name == "sent":
         cc = f" cc {', '.join(event['cc'])}" if event["cc"] else ""
-        return (f"{at}  sent      {event.get('dossier') or '-':15} {event['purpose']:10} to {', '.join(event['to'])}{cc}"
+        return (f"{at}  sent      {event.get('dossier') or '-':15} {event['purpose']:10} "
+                f"to {', '.join(event['to'])}{cc}"
                 f" [{event['language']}]  {event['subject'][:70]!r}")
     if name == "dossier":
         waits = ", ".join(f"{what} ({party})" for party, what in event["waiting"]) or "nothing"
         late = [f"{d['name']} due {d['due']}" for d in event["deadlines"] if d["late"]]
         return (f"{event['dossier']}  {event['project']!r}  stage {event['stage']}; waiting for {waits}"
                 + (f"; LATE: {', '.join(late)}" if late else "") + f"; {len(event['came'])} mail(s)")
-    return f"{at}  {name:9} " + json.dumps({k: v for k, v in event.items() if k not in ('at', 'event')}, ensure_ascii=False)
+    return f"{at}  {name:9} " + json.dumps({k: v for k, v in event.items() if k not in ('at', 'event')},
+                                           ensure_ascii=False)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -287,7 +289,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     engine = _existing_database(args.db or settings.database.url, args)
     with Session(engine) as session:
         erasure = forget(session, args.address, dt.datetime.now(dt.timezone.utc), own=settings.own_addresses)
-        references = dict(session.exec(select(Dossier.id, Dossier.reference)).all())
+        references = {i: r for i, r in session.exec(select(Dossier.id, Dossier.reference)) if i is not None}
         if args.dry_run:
             session.rollback()
         else:
@@ -303,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-form", help="check ePayment order forms (.xlsx)")
     check.add_argument("files", nargs="+", metavar="FILE")
     check.add_argument("--json", action="store_true", help="one JSON object per file")
-    check.add_argument("--rules", help="the order form's rules file (default: the configuration's, else the shipped one)")
+    check.add_argument("--rules",
+                       help="the order form's rules file (default: the configuration's, else the shipped one)")
     check.add_argument("--config", help="configuration file whose [files] form_rules to use")
     check.set_defaults(func=cmd_check_form)
     rep = sub.add_parser("replay", help="replay .eml files through the bot with a simulated clock")
@@ -316,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the bot (without --config: on a local sandbox)")
     run.add_argument("--config", help="configuration file (see config.example.toml)")
     run.add_argument("--shadow", action="store_true", help="send nothing to clients; show staff what would go")
-    run.add_argument("--sandbox", metavar="DIR", help="without --config: keep the sandbox's mail and database here (default ~/.local/state/mailbot/sandbox)")
+    run.add_argument("--sandbox", metavar="DIR", help="without --config: keep the sandbox's mail and database here "
+                     "(default ~/.local/state/mailbot/sandbox)")
     run.set_defaults(func=cmd_run)
     st = sub.add_parser("status", help="mailboxes, outbox, quarantine and deadlines, from the database")
     st.add_argument("--config", help="configuration file (default: the sandbox's, and its database)")

@@ -33,6 +33,7 @@ from pydantic import (
 from mailbot.errors import ConfigError
 from mailbot.tomlfile import read_toml
 
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -147,7 +148,7 @@ class OAuth2(_Strict):
         lambda cls, v, info: _from_folder(v, info))
 
     @model_validator(mode="after")
-    def _complete(self) -> "OAuth2":
+    def _complete(self) -> OAuth2:
         if self.client_secret_env and self.client_secret_file:
             raise ValueError("oauth2: set client_secret_env or client_secret_file, not both")
         has_secret = bool(self.client_secret_env or self.client_secret_file)
@@ -199,7 +200,7 @@ class Login(Secret):
     oauth2: OAuth2 | None = None
 
     @model_validator(mode="after")
-    def _one_way_in(self) -> "Login":
+    def _one_way_in(self) -> Login:
         if self.auth == "oauth2":
             if self.oauth2 is None:
                 raise ValueError('auth = "oauth2" needs an oauth2 section (see config.example.toml)')
@@ -227,7 +228,7 @@ class Imap(Login):
     move_to: str | None = None  # else processed mail is moved here (keywords not allowed)
 
     @model_validator(mode="after")
-    def _plain_only_on_loopback(self) -> "Imap":
+    def _plain_only_on_loopback(self) -> Imap:
         _security(self.host, self.security, "imap")
         return self
 
@@ -242,7 +243,7 @@ class Smtp(Login):
     saves_to_sent: bool = False
 
     @model_validator(mode="after")
-    def _plain_only_on_loopback(self) -> "Smtp":
+    def _plain_only_on_loopback(self) -> Smtp:
         _security(self.host, self.security, "smtp")
         if self.auth == "oauth2" and not self.user:
             raise ValueError('smtp: auth = "oauth2" needs user (the mailbox the bot sends as)')
@@ -272,7 +273,7 @@ class SenderAuthentication(_Strict):
         return out
 
     @model_validator(mode="after")
-    def _domains_for_topmost(self) -> "SenderAuthentication":
+    def _domains_for_topmost(self) -> SenderAuthentication:
         if self.trust_topmost_without_id and not self.entry_hosts:
             raise ValueError("trust_topmost_without_id needs entry_hosts (the domain of the provider's "
                              "servers that take mail in, e.g. [\"protection.outlook.com\"])")
@@ -401,7 +402,7 @@ class Settings(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _known_names(self) -> "Settings":
+    def _known_names(self) -> Settings:
         if self.answers.from_mailbox not in self.mailboxes:
             raise ValueError(f"answers.from_mailbox names no configured mailbox ({self.answers.from_mailbox!r})")
         for name in ("prevalidation", "encoding"):
@@ -490,7 +491,7 @@ def _unknown_key(loc: tuple[str, ...], value: Any) -> str:
     what = "section" if section else "key"
     close = difflib.get_close_matches(loc[-1], _known_keys(loc[:-1]), n=1)
     if close:
-        return f"{name(loc)} is not a known {what}: did you mean {name(loc[:-1] + (close[0],))}?"
+        return f"{name(loc)} is not a known {what}: did you mean {name((*loc[:-1], close[0]))}?"
     return f"{name(loc)} is not a known {what} (see config.example.toml)"
 
 

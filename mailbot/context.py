@@ -41,7 +41,8 @@ class Context:
     def load(cls, settings: Settings, engine: Engine, max_attempts: int = 3) -> Context:
         files = settings.files
         calendars = load_calendars(files.calendars)
-        for name, rule in (("prevalidation", settings.deadlines.prevalidation), ("encoding", settings.deadlines.encoding)):
+        for name, rule in (("prevalidation", settings.deadlines.prevalidation),
+                           ("encoding", settings.deadlines.encoding)):
             if rule.calendar not in calendars:
                 raise ConfigError(f"deadlines.{name}.calendar: no calendar named {rule.calendar!r} in "
                                   f"{files.calendars or 'the shipped calendars'}")

@@ -33,8 +33,8 @@ from mailbot.store.db import open_database
 from mailbot.store.folders import FolderStateStore
 from mailbot.store.models import FolderState
 from mailbot.transport.imap import FolderWatcher, ImapSentFolder
-from mailbot.transport.sent import Filing, NullSentFolder, SentFolder
 from mailbot.transport.oauth import TokenSources
+from mailbot.transport.sent import Filing, NullSentFolder, SentFolder
 from mailbot.transport.smtp import OutboxSender
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -87,7 +87,7 @@ class Daemon:
         # Reads no longer needed (at a stop, or once a mail was not taken) run to their end:
         # stopping a reader that began one would cost a new process.
         futures = [self.readers.submit(raw) for raw, _ in items] if len(items) > 1 else [None]
-        for n, ((raw, seen), future) in enumerate(zip(items, futures)):
+        for n, ((raw, seen), future) in enumerate(zip(items, futures, strict=False)):
             if self.stop.is_set():
                 return n
             if not await self._process_one(raw, seen, await self.readers.result(future, raw)):
@@ -130,7 +130,7 @@ class Daemon:
         box = self.settings.mailboxes[name]
         if box.imap is None:
             return NullSentFolder()
-        filing = Filing.SERVER if self.settings.smtp.saves_to_sent else Filing.BOT
+        filing = Filing.SERVER if self.settings.smtp and self.settings.smtp.saves_to_sent else Filing.BOT
         return ImapSentFolder(box.imap, self.passwords[name], box.imap.sent, filing,
                               self.settings.daemon.imap_timeout_seconds)
 
@@ -153,7 +153,8 @@ class Daemon:
                               args=["sweep"], id=f"sweep-{i}", replace_existing=True, misfire_grace_time=3600,
                               coalesce=True)
         at = schedule.digest_time
-        scheduler.add_job(self.job, CronTrigger(day_of_week="mon-fri", hour=at.hour, minute=at.minute, timezone=BRUSSELS),
+        scheduler.add_job(self.job,
+                          CronTrigger(day_of_week="mon-fri", hour=at.hour, minute=at.minute, timezone=BRUSSELS),
                           args=["digest"], id="digest", replace_existing=True, misfire_grace_time=3600, coalesce=True)
         at = self.settings.retention.time
         scheduler.add_job(self.retention, CronTrigger(hour=at.hour, minute=at.minute, timezone=BRUSSELS),
@@ -200,7 +201,7 @@ class Daemon:
             self.readers.close_if_idle(READER_IDLE_SECONDS)  # the backlog is done: give its memory back
             try:
                 await asyncio.wait_for(self.stop.wait(), timeout=wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _watch(self, started: dt.datetime, limit: dt.timedelta) -> None:
@@ -220,7 +221,8 @@ class Daemon:
                            "mailbox": row.mailbox, "folder": row.folder, "error": row.last_error, "refused": refused,
                            "since": last.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M")}
                 rendered = self.ctx.renderer.render("watchdog", "en", context)
-                to = tuple(dict.fromkeys((box.address, self.settings.mailboxes[self.settings.answers.from_mailbox].address)))
+                to = tuple(dict.fromkeys((box.address,
+                                          self.settings.mailboxes[self.settings.answers.from_mailbox].address)))
                 enqueue(session, Draft("watchdog", self.settings.mailboxes[self.settings.answers.from_mailbox].address,
                                        to, (), rendered, f"[mailbot] {rendered.subject}",
                                        detail={"mailbox": row.mailbox, "down": down}, client_mail=False),

@@ -90,7 +90,9 @@ class Demo:
         places = set()
         for address in recipients:
             if name := self.settings.mailbox_of(address.split("<")[-1].rstrip(">")):
-                places.add(f"{name}/{self.settings.mailboxes[name].imap.inbox}")
+                imap = self.settings.mailboxes[name].imap
+                assert imap is not None  # the sandbox's mailboxes are on IMAP
+                places.add(f"{name}/{imap.inbox}")
         if name := self.settings.mailbox_of(mail.sender.split("<")[-1].rstrip(">")):
             # What staff send from their mail program lands in their Sent folder.
             imap_append(self.sandbox.imap_host, self.sandbox.imap_port, *self.sandbox.credentials(name), raw, "Sent")
@@ -109,7 +111,7 @@ class Demo:
                 pending = unsent_count(s)
                 places = sorted({f"{p.mailbox}/{p.folder}" for p in
                                  s.exec(select(Sighting).where(Sighting.message_pk == msg.id))}) if msg else []
-                if done and not pending and expected <= set(places):
+                if msg is not None and done and not pending and expected <= set(places):
                     docs = f" [{msg.documents}]" if msg.documents else ""
                     self.out(f"      understood: {msg.kind}{docs}, dossier {self._ref(s, msg.dossier_id)}, "
                              f"seen in {', '.join(places)}")
@@ -139,6 +141,7 @@ class Demo:
     def _show_sent(self, s: Session, quiet_digests: bool = False) -> None:
         rows = written_after(s, self.shown)
         for row in rows:
+            assert row.id is not None  # read back
             self.shown = row.id
             if quiet_digests and row.purpose == "digest":
                 continue
@@ -159,7 +162,8 @@ class Demo:
     def _ref(s: Session, dossier_id: int | None) -> str:
         from mailbot.store.models import Dossier
 
-        return s.get(Dossier, dossier_id).reference if dossier_id else "none"
+        dossier = s.get(Dossier, dossier_id) if dossier_id else None
+        return dossier.reference if dossier else "none"
 
     def _summary(self) -> None:
         from mailbot.replay import dossier_summaries
@@ -177,6 +181,7 @@ class Demo:
         clients and staff), the bot's mail to clients, its notes to staff, and the digests."""
         own = self.settings.own_addresses
         season = clients = staff = digests = 0
+        assert self.sandbox.smtp is not None  # started with the sandbox
         for envelope in self.sandbox.smtp.envelopes:
             purpose = email.message_from_bytes(envelope.data)["X-Mailbot-Purpose"]
             if purpose is None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiosmtplib
 import imapclient
@@ -32,11 +33,12 @@ from imapclient.imapclient import SENT
 
 from mailbot.config import LOOPBACK, Imap, Secret, Settings, Smtp
 from mailbot.errors import ConfigError, ConnectionStepFailed, ImapLoginFailed, MailbotError, SignInError
-from mailbot.transport.imap import keyword_allowed, open_imap
-from mailbot.transport.imap import login as imap_login
+from mailbot.transport.imap import keyword_allowed, login as imap_login, open_imap
 from mailbot.transport.oauth import Credential, TokenSources
-from mailbot.transport.smtp import login as smtp_login
-from mailbot.transport.smtp import smtp_options
+from mailbot.transport.smtp import login as smtp_login, smtp_options
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 # The texts the bot sends: each needs a .txt and an .html for each of its languages.
 CLIENT_TEMPLATES = ("form_incomplete", "form_complete", "form_missing", "signed_incomplete", "signed_received",
@@ -119,7 +121,7 @@ def check_resolve(host: str, port: int, section: str) -> Check:
     except (socket.gaierror, UnicodeError) as exc:
         return fail("resolve", f"cannot resolve {host}: {exc}",
                     f"check host in [{section}] (and that this machine's DNS answers)")
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     return ok("resolve", f"resolve {host} ({', '.join(addresses[:3])})")
 
 
@@ -134,7 +136,7 @@ def check_tcp(host: str, port: int, timeout: float, section: str, usual: str) ->
     return ok("tcp", f"connect to {host} port {port}")
 
 
-def _cert_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+def _cert_error(exc: BaseException | None) -> ssl.SSLCertVerificationError | None:
     while exc is not None:
         if isinstance(exc, ssl.SSLCertVerificationError):
             return exc
@@ -158,7 +160,7 @@ def describe_tls(sock: ssl.SSLSocket | ssl.SSLObject | None, how: str, host: str
     cert = sock.getpeercert() or {}
     until = cert.get("notAfter")
     valid = f", valid until {dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(until), dt.UTC):%Y-%m-%d}" \
-        if until else ""
+        if isinstance(until, str) else ""
     return f"{how} {sock.version()} with {host}, certificate verified{valid}"
 
 
@@ -219,12 +221,14 @@ class ImapProbe:
         try:
             imap_login(self.client, cfg, password)
         except SignInError as exc:
-            return fail("login", str(exc), f"check the oauth2 section of [{self.section}] (see README, Signing in with OAuth2)")
+            return fail("login", str(exc),
+                        f"check the oauth2 section of [{self.section}] (see README, Signing in with OAuth2)")
         except ImapLoginFailed as exc:
             return fail("login", str(exc), f"check user {cfg.user!r} and {secret_source(cfg)}")
         return ok("login", f"logged in to {cfg.host} as {cfg.user}")
 
     def folder(self, label: str, folder: str) -> Check:
+        assert self.client is not None  # after the tls step
         if self.client.folder_exists(folder):
             self.sent_found = self.sent_found or label == "sent"
             return ok(label, f"folder {folder!r} found")
@@ -238,6 +242,7 @@ class ImapProbe:
 
     def keyword(self) -> Check:
         folders = [self.cfg.inbox] + ([self.cfg.sent] if self.sent_found and self.cfg.sent != self.cfg.inbox else [])
+        assert self.client is not None  # after the tls step
         # SELECT, not EXAMINE: a read-only folder lists no PERMANENTFLAGS at all. Nothing is changed
         # (never CLOSE, which would expunge mail a person marked \Deleted; LOGOUT does not).
         flags = {f: tuple(self.client.select_folder(f).get(b"PERMANENTFLAGS", ())) for f in folders}
@@ -245,6 +250,7 @@ class ImapProbe:
                                self.cfg.host, self.section)
 
     def idle(self) -> Check:
+        assert self.client is not None  # after the tls step
         if self.client.has_capability("IDLE"):
             return ok("idle", f"IDLE offered by {self.cfg.host}: new mail is seen as it comes")
         return warn("idle", f"{self.cfg.host} offers no IDLE",
@@ -258,7 +264,7 @@ class ImapProbe:
             except Exception:  # noqa: BLE001 - not logged in, or the connection is gone
                 try:
                     client.shutdown()
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001, S110 - closing what is already broken
                     pass
 
 
@@ -360,13 +366,15 @@ class SmtpProbe:
 
     async def send(self) -> Check:
         cfg, to = self.cfg, self.send_to
+        assert to is not None  # a step only with --send-test
         if not may_send_to(cfg.host):
             return fail("send", f"test mail to {to} not sent: {cfg.host} is not a loopback server",
                         "under tests mail goes to 127.0.0.1 only")
         try:
             smtp = await self._connect(with_login=bool(cfg.user))
         except (aiosmtplib.SMTPException, OSError, SignInError) as exc:
-            return fail("send", f"test mail to {to} not sent: {cfg.host}: {exc}", "run mailbot doctor without --send-test first")
+            return fail("send", f"test mail to {to} not sent: {cfg.host}: {exc}",
+                        "run mailbot doctor without --send-test first")
         try:
             refused, answer = await smtp.send_message(test_mail(self.sender, to))
         except (aiosmtplib.SMTPException, OSError) as exc:
@@ -383,7 +391,7 @@ async def _quit(smtp: aiosmtplib.SMTP) -> None:
     if smtp.is_connected:
         try:
             await asyncio.wait_for(smtp.quit(), timeout=5)
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+        except (TimeoutError, aiosmtplib.SMTPException, OSError):
             smtp.close()
 
 
@@ -407,7 +415,7 @@ class DatabaseProbe:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = None
+        self.engine: Engine | None = None
         self.shown = url.split("@")[-1]  # no password of a server URL
 
     def steps(self) -> list[Step]:
@@ -471,11 +479,12 @@ class DatabaseProbe:
 
 # --- rules and templates -------------------------------------------------------------------------
 
-def check_rules_file(label: str, path: Path, load: Callable[[Path], object]) -> Check:
+def check_rules_file(label: str, path: Path | None, load: Callable[[Path | None], object]) -> Check:
     try:
         load(path)
     except MailbotError as exc:
-        return fail(label, f"{label} rules: {exc}", f"fix {path.name} at the place named (or restore it)")
+        return fail(label, f"{label} rules: {exc}",
+                    f"fix {path.name if path else 'the file'} at the place named (or restore it)")
     return ok(label, f"{label} rules {path} read")
 
 
@@ -486,7 +495,8 @@ def check_calendars(settings: Settings) -> Check:
     try:
         calendars = load_calendars(path)
     except MailbotError as exc:
-        return fail("calendars", f"calendars: {exc}", f"fix {path.name} at the place named (or restore it)")
+        return fail("calendars", f"calendars: {exc}",
+                    f"fix {path.name if path else 'the file'} at the place named (or restore it)")
     used = {"schedule.calendar": settings.schedule.calendar,
             "deadlines.prevalidation.calendar": settings.deadlines.prevalidation.calendar,
             "deadlines.encoding.calendar": settings.deadlines.encoding.calendar}
@@ -547,6 +557,7 @@ def check_templates(settings: Settings) -> Check:
             continue
         seen.add(name)
         try:
+            assert env.loader is not None  # the Renderer's
             source = env.loader.get_source(env, name)[0]
             env.get_template(name)
             queue += [ref for ref in meta.find_referenced_templates(env.parse(source)) if ref]
@@ -599,7 +610,8 @@ def lines(checks: Iterable[Check]) -> Iterator[str]:
             held.clear()
 
     for check in checks:
-        if held and (check.status, check.scope, check.blocked_by) != (Status.SKIPPED, held[0].scope, held[0].blocked_by):
+        if held and ((check.status, check.scope, check.blocked_by)
+                     != (Status.SKIPPED, held[0].scope, held[0].blocked_by)):
             yield from flush()
         if check.status is Status.SKIPPED:
             held.append(check)

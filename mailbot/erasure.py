@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from sqlalchemy import String
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel, col, select
 
 from mailbot.addresses import normalise_address, replace_in_stored, replace_in_text
 from mailbot.errors import NotAnAddress
@@ -74,13 +74,13 @@ def forget(session: Session, address: str, now: dt.datetime, number: str | None 
         return normalise_address(found) == target
 
     erasure = Erasure(number or uuid.uuid4().hex[:12], now)
-    dossier_of_message = dict(session.exec(select(Message.id, Message.dossier_id)).all())
+    dossier_of_message = {m: d for m, d in session.exec(select(Message.id, Message.dossier_id)) if m is not None}
     for contact in session.exec(select(Contact)):
         if is_target(contact.email):
             session.delete(contact)
             erasure.count("contact links", contact.dossier_id)
-    for msg in session.exec(select(Message).where(Message.sender.is_not(None))):
-        if is_target(msg.sender):
+    for msg in session.exec(select(Message).where(col(Message.sender).is_not(None))):
+        if msg.sender and is_target(msg.sender):
             msg.sender = None
             session.add(msg)
             erasure.count("mail senders", msg.dossier_id)
@@ -88,7 +88,7 @@ def forget(session: Session, address: str, now: dt.datetime, number: str | None 
         if _erase_form_values(form, is_target):
             session.add(form)
             erasure.count("order form values", form.dossier_id or dossier_of_message.get(form.message_pk))
-    for row in session.exec(select(OutboxMail).where(OutboxMail.state.in_(("pending", "sending", "handed")))):
+    for row in session.exec(select(OutboxMail).where(col(OutboxMail.state).in_(("pending", "sending", "handed")))):
         if any(is_target(a) for a in json.loads(row.recipients) + json.loads(row.cc)):
             if row.state == "pending":
                 row.state, row.last_error = "failed", f"cancelled: erasure {erasure.number}"

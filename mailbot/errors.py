@@ -1,5 +1,7 @@
 """One root exception for the project, with narrow subclasses that say what went wrong."""
 
+from typing import ClassVar
+
 
 class MailbotError(Exception):
     """Root of every error mailbot raises on purpose."""
@@ -132,7 +134,7 @@ class ConnectionStepFailed(ImapConnectionLost):
     A lost connection: the watcher waits it out (reconnect with backoff). A refused login is
     ImapLoginFailed, with the same wording."""
 
-    STEPS = {
+    STEPS: ClassVar[dict[str, str]] = {
         "resolve": "cannot resolve {host}",
         "connect": "cannot connect to {host}",
         "tls": "TLS with {host} failed",

@@ -113,7 +113,8 @@ def limit_reason(session: Session, draft: Draft, now: dt.datetime, limits: Limit
     return None
 
 
-def enqueue(session: Session, draft: Draft, now: dt.datetime, limits: Limits, shadow: bool = False) -> OutboxMail | None:
+def enqueue(session: Session, draft: Draft, now: dt.datetime, limits: Limits,
+            shadow: bool = False) -> OutboxMail | None:
     """Add the mail to the outbox (SHADOW in shadow mode, else PENDING), or record why not."""
     if reason := limit_reason(session, draft, now, limits):
         session.add(Decision(message_pk=draft.cause_pk, dossier_id=draft.dossier_id, at=now,
@@ -141,8 +142,8 @@ def claim(engine: Engine, now: dt.datetime) -> OutboxMail | None:
     with Session(engine, expire_on_commit=False) as session:
         row = session.exec(select(OutboxMail).where(OutboxMail.state == OutboxState.PENDING.value,
                                                     or_(col(OutboxMail.not_before).is_(None),
-                                                        OutboxMail.not_before <= now))
-                           .order_by(OutboxMail.id).limit(1)).first()  # LIMIT: .first() alone loads every row
+                                                        col(OutboxMail.not_before) <= now))
+                           .order_by(col(OutboxMail.id)).limit(1)).first()  # LIMIT: .first() alone loads every row
         if row is not None:
             _enter(row, OutboxState.SENDING)
             row.last_error, row.not_before = "", None
@@ -155,7 +156,7 @@ def mark_handed(connection: Connection, row_id: int) -> None:
     """SENDING -> HANDED on the caller's connection, which commits it (the sender writes the
     final dot right after its commit). One UPDATE guarded by the state: no read before it."""
     result = connection.execute(update(OutboxMail)
-                                .where(OutboxMail.id == row_id, OutboxMail.state == OutboxState.SENDING.value)
+                                .where(col(OutboxMail.id) == row_id, col(OutboxMail.state) == OutboxState.SENDING.value)
                                 .values(state=OutboxState.HANDED.value, last_error="", not_before=None))
     if result.rowcount != 1:
         raise OutboxStateError(f"outbox mail {row_id}: only a mail being sent can be handed over")
@@ -166,6 +167,8 @@ def move(engine: Engine, row_id: int, target: OutboxState, error: str, now: dt.d
     """Move a claimed mail on (see TRANSITIONS), with why; `now` is its sent time when SENT."""
     with Session(engine) as session:
         row = session.get(OutboxMail, row_id)
+        if row is None:
+            raise OutboxStateError(f"outbox mail {row_id}: not in the outbox")
         _enter(row, target)
         row.last_error, row.not_before, row.copy_owed = error, not_before, copy_owed
         if attempts is not None:
@@ -178,19 +181,20 @@ def move(engine: Engine, row_id: int, target: OutboxState, error: str, now: dt.d
 
 def in_state(engine: Engine, state: OutboxState) -> list[OutboxMail]:
     with Session(engine, expire_on_commit=False) as session:
-        return list(session.exec(select(OutboxMail).where(OutboxMail.state == state.value).order_by(OutboxMail.id)))
+        return list(session.exec(select(OutboxMail).where(OutboxMail.state == state.value)
+                                 .order_by(col(OutboxMail.id))))
 
 
 def owing_copies(engine: Engine, limit: int = 20) -> list[OutboxMail]:
     """Sent mail whose copy the sent folder did not take yet."""
     with Session(engine, expire_on_commit=False) as session:
         return list(session.exec(select(OutboxMail).where(OutboxMail.copy_owed == True)  # noqa: E712
-                                 .order_by(OutboxMail.id).limit(limit)))
+                                 .order_by(col(OutboxMail.id)).limit(limit)))
 
 
 def copy_added(engine: Engine, row_id: int) -> None:
     with engine.begin() as connection:
-        connection.execute(update(OutboxMail).where(OutboxMail.id == row_id).values(copy_owed=False))
+        connection.execute(update(OutboxMail).where(col(OutboxMail.id) == row_id).values(copy_owed=False))
 
 
 # --- what the others read -------------------------------------------------------------------------
@@ -217,7 +221,7 @@ def shadow_since(session: Session, since: dt.datetime) -> list[OutboxMail]:
 
 def written_after(session: Session, last_id: int) -> list[OutboxMail]:
     """Every mail written to the outbox after the one numbered `last_id`, in order."""
-    return list(session.exec(select(OutboxMail).where(OutboxMail.id > last_id).order_by(OutboxMail.id)))
+    return list(session.exec(select(OutboxMail).where(col(OutboxMail.id) > last_id).order_by(col(OutboxMail.id))))
 
 
 def written_since(session: Session, purpose: str, since: dt.datetime) -> bool:

@@ -65,6 +65,7 @@ def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context, read: Read | U
         mail, looked = parse_mail(raw), Looked()
     msg, mailboxes, known = _record(mail, seen, at, ctx)
     msg_pk, key, state = msg.id, msg.key, msg.status
+    assert msg_pk is not None  # _record flushed it
     if state != "received":
         return Outcome(msg_pk, key, mail.message_id, mailboxes, duplicate=True, known=known)
     if isinstance(read, Unreadable):
@@ -110,6 +111,7 @@ def _record(mail: ParsedMail, seen: Seen, at: dt.datetime,
             session.flush()
         else:
             places = list(session.exec(select(Sighting).where(Sighting.message_pk == msg.id)))
+        assert msg.id is not None  # read back, or flushed above
         dossier = session.get(Dossier, msg.dossier_id) if msg.dossier_id is not None else None
         if not any(_same_place(p, seen) for p in places):
             session.add(Sighting(message_pk=msg.id, mailbox=seen.mailbox, folder=seen.folder,
@@ -133,6 +135,7 @@ def _same_place(place: Sighting, seen: Seen) -> bool:
 def _failed(msg_pk: int, reason: str, ctx: Context, final: bool = False) -> bool:
     with Session(ctx.engine) as session:
         msg = session.get(Message, msg_pk)
+        assert msg is not None  # recorded by _record before anything was done with it
         msg.attempts += 1
         msg.status_reason = reason
         if final or msg.attempts >= ctx.max_attempts:
@@ -151,12 +154,14 @@ def _answer(session: Session, u: Understanding, raw: bytes, msg_pk: int, at: dt.
         if isinstance(intent, Silence):
             session.add(Decision(message_pk=msg_pk, dossier_id=dossier_id, at=at, answered=False, reason=intent.reason))
         else:
-            enqueue(session, draft_for(intent, u, msg_pk, at, ctx.settings, ctx.renderer, ctx.language_words), at, ctx.limits,
+            enqueue(session, draft_for(intent, u, msg_pk, at, ctx.settings, ctx.renderer, ctx.language_words),
+                    at, ctx.limits,
                     shadow=ctx.settings.answers.shadow)
 
 
 def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked: Looked, msg: Message, seen: Seen,
                           mailboxes: tuple[str, ...], at: dt.datetime, ctx: Context) -> Understanding:
+    assert msg.id is not None  # recorded by _record
     settings = ctx.settings
     subject = parse_subject(mail.subject, ctx.subject_rules)
     staff_party = settings.mailbox_of(mail.sender) if mail.sender else None
@@ -195,7 +200,8 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
     for index, att in enumerate(mail.attachments):
         doc = next((d for d in reading.documents if d.index == index), None)
         why = doc.reason if doc else next((r for i, r in reading.ignored if i == index), "")
-        session.add(AttachmentRecord(message_pk=msg.id, filename=att.filename[:255], content_type=att.content_type[:100],
+        session.add(AttachmentRecord(message_pk=msg.id, filename=att.filename[:255],
+                                     content_type=att.content_type[:100],
                                      size=att.size, sha256=att.sha256, origin=att.origin,
                                      document=doc.kind if doc else None, reason=why[:300]))
     return Understanding(mail, subject, mailboxes, reading, classified.kind, classified.code, classified.reason,

@@ -62,7 +62,7 @@ _rules: tuple | None = None  # in the worker: the daemon's own form and document
 
 
 def _start(form_rules: FormRules, document_rules: DocumentRules, daemon: int) -> None:
-    global _rules
+    global _rules  # noqa: PLW0603 - set once per reader process, by its initializer
     _rules = (form_rules, document_rules)
     # The daemon's pid, not getppid(): the daemon may be gone before this runs.
     threading.Thread(target=_exit_with, args=(daemon,), daemon=True, name="orphan-watch").start()
@@ -77,6 +77,7 @@ def _exit_with(parent: int) -> None:
 
 
 def _read(raw: bytes) -> Read:
+    assert _rules is not None  # set by _start, the worker's initializer
     return read_mail(raw, *_rules)
 
 
@@ -174,7 +175,7 @@ class Readers:
         except BrokenProcessPool as exc:  # every worker died at once: the next submit makes a new pool
             raise _Lost from exc
         except asyncio.CancelledError:
-            if asyncio.current_task().cancelling():
+            if (task := asyncio.current_task()) is not None and task.cancelling():
                 raise  # our own task is being cancelled
             raise _Lost from None  # its pool was stopped under it
         except Exception as exc:  # noqa: BLE001 - e.g. a result that does not pickle: read in-process

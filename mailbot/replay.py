@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from mailbot.config import Settings
 from mailbot.context import Context
@@ -99,6 +99,7 @@ class Outbox:
             rows = written_after(session, self.last_id)
         for row in rows:
             self.emit(sent_event(row))
+            assert row.id is not None  # read back
             self.last_id = row.id
 
 
@@ -125,7 +126,7 @@ def run_jobs(start: dt.datetime, end: dt.datetime, ctx: Context, outbox: Outbox)
 
 def received_event(outcome: Outcome, at: dt.datetime) -> dict:
     u = outcome.understanding
-    event = {"event": "received", "at": at.isoformat(), "message_id": outcome.message_id or outcome.key,
+    event: dict[str, Any] = {"event": "received", "at": at.isoformat(), "message_id": outcome.message_id or outcome.key,
              "mailboxes": list(outcome.mailboxes), "kind": outcome.kind,
              "documents": list(u.reading.kinds) if u else [], "dossier": outcome.dossier}
     if u:
@@ -176,8 +177,9 @@ def dossier_summaries(ctx: Context, now: dt.datetime) -> list[dict]:
     with Session(ctx.engine) as session:
         out = []
         for d in session.exec(select(Dossier).order_by(Dossier.reference)):
-            messages = session.exec(select(Message).where(Message.dossier_id == d.id).order_by(Message.id)).all()
-            deadlines = session.exec(select(Deadline).where(Deadline.dossier_id == d.id).order_by(Deadline.id)).all()
+            messages = session.exec(select(Message).where(Message.dossier_id == d.id).order_by(col(Message.id))).all()
+            deadlines = session.exec(select(Deadline).where(Deadline.dossier_id == d.id)
+                                     .order_by(col(Deadline.id))).all()
             out.append({"event": "dossier", "at": now.isoformat(), "dossier": d.reference, "project": d.project_name,
                         "stage": stage(d), "waiting": [[w.party, w.what] for w in waiting_for(d)],
                         "came": [f"{m.kind}:{m.documents}" if m.documents else m.kind for m in messages],

@@ -103,7 +103,8 @@ class _Keep:
     where they stand (a staff mail's sender, a digest's recipient)."""
 
     def __init__(self, settings: Settings) -> None:
-        own = {b.address for b in settings.mailboxes.values()} | {s for b in settings.mailboxes.values() for s in b.staff}
+        own = ({b.address for b in settings.mailboxes.values()}
+               | {s for b in settings.mailboxes.values() for s in b.staff})
         self.addresses = frozenset(normalise_address(a) for a in own)
 
     def __contains__(self, address: str | None) -> bool:
@@ -119,14 +120,15 @@ def due_dossiers(session: Session, now: dt.datetime, rules: Retention) -> list[D
     closed_before = months_before(now, rules.months_after_close)
     dormant_before = months_before(now, rules.months_dormant)
     last_mail = dict(session.exec(select(Message.dossier_id, func.max(Message.received_at))
-                                  .where(col(Message.dossier_id).is_not(None)).group_by(Message.dossier_id)).all())
+                                  .where(col(Message.dossier_id).is_not(None)).group_by(col(Message.dossier_id))).all())
     purged = dict(session.exec(select(Event.dossier_id, func.max(Event.at)).where(Event.kind == PURGED_EVENT)
-                               .group_by(Event.dossier_id)).all())
+                               .group_by(col(Event.dossier_id))).all())
     running = set(session.exec(select(Deadline.dossier_id).where(col(Deadline.state).in_(("open", "paused")))).all())
     unsent = dict(session.exec(select(OutboxMail.dossier_id, func.count()).where(col(OutboxMail.state).in_(IN_FLIGHT))
-                               .group_by(OutboxMail.dossier_id)).all())
+                               .group_by(col(OutboxMail.dossier_id))).all())
     due = []
-    for dossier in session.exec(select(Dossier).order_by(Dossier.id)):
+    for dossier in session.exec(select(Dossier).order_by(col(Dossier.id))):
+        assert dossier.id is not None  # read back
         last = max(t for t in (dossier.opened_at, dossier.updated_at, last_mail.get(dossier.id)) if t is not None)
         if purged.get(dossier.id) and purged[dossier.id] >= last:
             continue

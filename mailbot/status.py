@@ -6,7 +6,7 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from mailbot.config import Settings
 from mailbot.outbox import copies_owed_count, counts
@@ -27,9 +27,10 @@ def status(engine: Engine, settings: Settings, now: dt.datetime | None = None) -
         copies_owed = copies_owed_count(s)
         quarantined = [{"id": m.id, "subject": m.subject, "sender": m.sender, "reason": m.status_reason,
                         "received_at": m.received_at.isoformat()}
-                       for m in s.exec(select(Message).where(Message.status == "quarantined").order_by(Message.id))]
-        rows = s.exec(select(Deadline, Dossier.reference).join(Dossier, Dossier.id == Deadline.dossier_id)
-                      .where(Deadline.state == "open", Deadline.due <= today).order_by(Deadline.due)).all()
+                       for m in s.exec(select(Message).where(Message.status == "quarantined")
+                                       .order_by(col(Message.id)))]
+        rows = s.exec(select(Deadline, Dossier.reference).join(Dossier, col(Dossier.id) == Deadline.dossier_id)
+                      .where(Deadline.state == "open", Deadline.due <= today).order_by(col(Deadline.due))).all()
         deadlines = [{"dossier": ref, "deadline": d.name, "due": d.due.isoformat(), "overdue": d.due < today}
                      for d, ref in rows]
     return {"at": now.isoformat(), "folders": folders, "outbox": outbox, "sent_copies_owed": copies_owed,

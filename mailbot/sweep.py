@@ -32,6 +32,7 @@ def sweep(session: Session, now: dt.datetime, calendars: dict[str, BusinessCalen
     alerts: list[Alert] = []
     for item in open_deadlines(session, horizon):
         deadline, calendar = item.deadline, calendars[item.deadline.calendar]
+        assert item.dossier.id is not None  # read back
         if deadline.due < today:
             if deadline.escalated_at is None:
                 deadline.escalated_at = now

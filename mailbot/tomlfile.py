@@ -14,7 +14,8 @@ from mailbot.errors import ConfigError, RulesError
 T = TypeVar("T")
 
 
-def read_toml(path: Path | Traversable, what: str = "rules file", error: type[ConfigError] = RulesError) -> dict[str, Any]:
+def read_toml(path: Path | Traversable, what: str = "rules file",
+              error: type[ConfigError] = RulesError) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -39,6 +40,6 @@ def require(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
     if key not in table:
         raise RulesError(f"{where}: the key '{key}' is missing")
     value = table[key]
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise RulesError(f"{where}: '{key}' must be a {kind.__name__}, not {value!r}")
     return value

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything mailbot needs on a fresh Debian machine, then run it or test it.
 #   scripts/dev.sh demo    run the bot on its embedded default
-#   scripts/dev.sh test    run the whole test suite (extra arguments go to pytest)
+#   scripts/dev.sh test    ruff and mypy, then the whole test suite (extra arguments go to pytest)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,6 +76,18 @@ run_tests() {
   return "$status"
 }
 
+lint_gate() {
+  # Before the tests: ruff (configured in pyproject.toml) on the whole project, mypy on mailbot/.
+  if ! .venv/bin/ruff check --quiet; then
+    echo "scripts/dev.sh test: the ruff gate failed (.venv/bin/ruff check)" >&2
+    return 1
+  fi
+  if ! .venv/bin/mypy; then
+    echo "scripts/dev.sh test: the mypy gate failed (.venv/bin/mypy)" >&2
+    return 1
+  fi
+}
+
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -87,6 +99,7 @@ case "$cmd" in
   test)
     install_system_packages
     setup_venv test
+    lint_gate || exit 1
     run_tests "$@"
     ;;
   *)

@@ -29,7 +29,6 @@ from mailbot.store import db
 from mailbot.transport import sandbox
 from mailbot.transport.sandbox import DovecotServer, LocalSmtp, dovecot_available, imap_append
 
-
 # Tests talk to this machine only. A name lookup goes to the resolver, which is not on this
 # machine: names other than loopback ones (localhost, *.localhost, 127.x, ::1) are refused
 # here, as an unresolvable name would be (`imap.bosa.invalid` in the doctor's tests).

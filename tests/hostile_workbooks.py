@@ -39,7 +39,7 @@ TITLES = {
 
 # --- the valid starting point -------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def form(language: str = "fr") -> bytes:
     """A complete, valid filled form (the base every zip attack is grafted onto)."""
     return fill_form(language, complete_values(language), rules=FORM_RULES)
@@ -130,7 +130,7 @@ def _padded_sheet(data: bytes, filler: bytes, size: int) -> bytes:
     return _stream_part(data, SHEET, head + sep, filler, size, tail)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def decompression_bomb(size: int = 200_000_000, part: str = SHEET) -> bytes:
     """A valid-looking form whose sheet XML expands to `size` bytes of whitespace (~1000:1, so
     ~200 KB zipped), or, with another `part`, that carries an extra part of `size` zero bytes."""
@@ -175,7 +175,7 @@ def forge_sizes(data: bytes, name: str, file_size: int) -> bytes:
     raise AssertionError(f"no central directory entry for {name}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def forged_size(actual: int = 50_000_000) -> bytes:
     """A form whose sheet really inflates to `actual` bytes but whose zip headers declare the
     original, small size: the ratio and size checks see an ordinary part."""
@@ -276,7 +276,7 @@ def ole2(streams: Mapping[str, bytes]) -> bytes:
     fat = [_FREE] * 128
     fat[0] = _FAT_SECTOR
     next_sector = 1
-    for count in [dir_sectors] + sectors_of:
+    for count in [dir_sectors, *sectors_of]:
         for i in range(count):
             fat[next_sector + i] = next_sector + i + 1 if i < count - 1 else _END
         next_sector += count
@@ -297,14 +297,14 @@ def ole2(streams: Mapping[str, bytes]) -> bytes:
 
     directory = [entry("Root Entry", 5, _NONE, 1 if entries else _NONE, _END, 0)]
     start = 1 + dir_sectors
-    for i, ((name, body), count) in enumerate(zip(entries, sectors_of), start=1):
+    for i, ((name, body), count) in enumerate(zip(entries, sectors_of, strict=True), start=1):
         right = i + 1 if i < len(entries) else _NONE
         directory.append(entry(name, 2, right, _NONE, start, len(body)))
         start += count
     unused = bytearray(128)
     struct.pack_into("<III", unused, 68, _NONE, _NONE, _NONE)
     directory += [bytes(unused)] * (dir_sectors * 4 - len(directory))
-    body = b"".join(b.ljust(n * 512, b"\0") for (_, b), n in zip(entries, sectors_of))
+    body = b"".join(b.ljust(n * 512, b"\0") for (_, b), n in zip(entries, sectors_of, strict=True))
     return bytes(header) + struct.pack("<128I", *fat) + b"".join(directory) + body
 
 

@@ -12,9 +12,9 @@ import pytest
 from sqlmodel import Session, select
 
 from mailbot.config import load_settings
+from mailbot.context import Context
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
-from mailbot.context import Context
 from mailbot.pipeline import handle
 from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels, jpeg_bytes, scan_pdf

@@ -1,8 +1,7 @@
 """Sender authentication from Authentication-Results, with the header shapes real servers write."""
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from mailbot.config import SenderAuthentication, parse_settings
 from mailbot.errors import ConfigError
@@ -249,8 +248,8 @@ POSTFIX_ENTRY = ("Received: from EUR05-AM6-obe.outbound.protection.outlook.com"
 def postfix(dmarc: str | None = "pass", dkim: str = "pass", d: str = "sambreville.be") -> bytes:
     fields = []
     if dmarc:
-        fields.append("Authentication-Results: mail.bosa.example.org; dmarc=%s (p=quarantine dis=none)"
-                      " header.from=sambreville.be" % dmarc)
+        fields.append(f"Authentication-Results: mail.bosa.example.org; dmarc={dmarc} (p=quarantine dis=none)"
+                      " header.from=sambreville.be")
     fields += [
         "Authentication-Results: mail.bosa.example.org;\r\n"
         f"\tdkim={dkim} (2048-bit key; unprotected) header.d={d} header.i=@{d}\r\n"

@@ -12,10 +12,10 @@ from sqlmodel import Session, select
 
 from mailbot.answers.digest import digest_context
 from mailbot.config import load_settings
+from mailbot.context import Context
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
 from mailbot.mail.robots import _plain, load_robot_rules
-from mailbot.context import Context
 from mailbot.pipeline import handle
 from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels

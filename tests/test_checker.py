@@ -153,7 +153,7 @@ def test_unreadable_lot_with_no_lot_is_invalid_and_lots_missing(lang):
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_payment_methods_needed_with_lot2(lang):
-    none = {pm: None for pm in PAYMENT}
+    none = dict.fromkeys(PAYMENT)
     assert pairs(check(lang, **none)) == [("payment_methods", "missing")]
     assert pairs(check(lang, lot_2=no(lang), **none)) == []
     one = dict(none, pm_vpay="✓")

@@ -8,13 +8,13 @@ import pytest
 
 from mailbot.cli import main
 from mailbot.config import load_settings
+from mailbot.context import Context
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
-from mailbot.context import Context
 from mailbot.pipeline import handle
-from mailbot.seen import Seen
 from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels
+from mailbot.seen import Seen
 from mailbot.store.db import open_database
 from mailbot.transport.local import default_folder, default_settings, sandbox_database, sandbox_for
 

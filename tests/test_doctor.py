@@ -16,9 +16,9 @@ from mailworld import to_toml
 from mailbot import doctor
 from mailbot.cli import main
 from mailbot.config import Imap, Smtp
-from mailbot.resources import RULES
 from mailbot.doctor import Check, DatabaseProbe, Status, Step, keyword_verdict, lines, run_steps
 from mailbot.errors import ConnectionStepFailed, ImapError, ImapLoginFailed
+from mailbot.resources import RULES
 from mailbot.store.db import alembic_config, open_database
 from mailbot.transport.imap import ImapFolder
 from mailbot.transport.sandbox import LocalSmtp, PymapServer, free_port

@@ -122,7 +122,7 @@ def assert_all_once(world, expected: list[str], note: str = "", copy_failed: fro
         answered = collections.Counter(s.exec(select(OutboxMail.in_reply_to)
                                               .where(col(OutboxMail.purpose).in_(ANSWERS))).all())
         answer_ids = set(s.exec(select(OutboxMail.message_id)).all())
-    assert {m: ids[m.strip("<>")] for m in expected} == {m: 1 for m in expected}, note
+    assert {m: ids[m.strip("<>")] for m in expected} == dict.fromkeys(expected, 1), note
     assert max(ids.values()) == 1, note  # every mail once, the bot's own answers (copies) included
     assert set(statuses) == {"processed"}, f"{statuses} {note}"
     assert outbox == {"sent": len(expected)}, f"{outbox} {note}"
@@ -588,7 +588,7 @@ def test_two_bots_answering_each_other_stop(dovecot, make_imap_user, local_smtp,
         assert between() == {("a", "b"): 1, ("b", "a"): 1}
         for w in (a, b):
             with w.session() as s:
-                reasons = s.exec(select(Decision.reason).where(Decision.answered == False)).all()
+                reasons = s.exec(select(Decision.reason).where(Decision.answered == False)).all()  # noqa: E712
             assert any(r.startswith("auto_reply: Auto-Submitted") for r in reasons), reasons
     finally:
         a.stop()

@@ -21,15 +21,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import hostile_workbooks as hw  # tests/ is on sys.path (pytest's rootdir-relative import)
 import openpyxl
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import mailbot.forms.workbook as workbook_module
 from mailbot.forms import FormCheck, check_form, load_rules
-
-import hostile_workbooks as hw  # tests/ is on sys.path (pytest's rootdir-relative import)
 
 HOSTILE_SECONDS = 5.0
 HOSTILE_PEAK_BYTES = 150_000_000

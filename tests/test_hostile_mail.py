@@ -46,14 +46,13 @@ from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlmodel import Session, select
 
 from mailbot.config import load_settings
+from mailbot.context import Context
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
-from mailbot.context import Context
 from mailbot.pipeline import handle
 from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels, scan_pdf, season
@@ -206,7 +205,7 @@ def assert_composes_cleanly(row: OutboxMail, to: list[str], cc: list[str]) -> No
     assert "\n" not in row.subject and "\r" not in row.subject
     # as the SMTP client writes it (SMTPUTF8 when an address is not ASCII)
     sent = email.message_from_string(compose(row).as_string(policy=email_policy.SMTPUTF8))
-    names = [n.lower() for n in sent.keys()]
+    names = [n.lower() for n in sent.keys()]  # noqa: SIM118 - a Message
     assert set(names) <= COMPOSED_HEADERS, names
     assert len(names) == len(set(names)), names
     assert [a for _, a in email.utils.getaddresses(sent.get_all("to", []))] == to
@@ -276,7 +275,7 @@ def stdlib_defects(raw: bytes) -> set[str]:
         msg = BytesParser(policy=pol).parsebytes(raw)
         for part in msg.walk():
             if pol is email_policy.default:
-                for name in part.keys():
+                for name in part.keys():  # noqa: SIM118 - a Message
                     found |= {type(d).__name__ for d in part[name].defects}
             if not part.is_multipart():
                 part.get_payload(decode=True)

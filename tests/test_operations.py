@@ -21,9 +21,9 @@ from sqlmodel import Session, select
 from mailbot.answers.digest import digest_context
 from mailbot.cli import main
 from mailbot.config import load_settings, parse_settings
+from mailbot.context import Context
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
-from mailbot.context import Context
 from mailbot.pipeline import handle
 from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, Mail, brussels

@@ -70,11 +70,11 @@ def xlsx() -> bytes:
 # ---------------------------------------------------------------- a real-looking Outlook mail
 
 def outlook_fr(form: bytes) -> bytes:
-    plain = ("Bonjour,\r\n\r\nVeuillez trouver ci-joint notre bon de commande compl=E9t=E9 pour"
-             " le service ePayment.\r\nN'h=E9sitez pas =E0 nous contacter.\r\n\r\nMarie Dupont\r\n"
-             "Service financier =96 Ville de Li=E8ge\r\n").encode()
-    html = ("<html><head><style>p {margin:0}</style></head><body><p>Bonjour,</p><p>Veuillez "
-            "trouver ci-joint notre bon de commande compl&eacute;t&eacute;.</p></body></html>").encode()
+    plain = (b"Bonjour,\r\n\r\nVeuillez trouver ci-joint notre bon de commande compl=E9t=E9 pour"
+             b" le service ePayment.\r\nN'h=E9sitez pas =E0 nous contacter.\r\n\r\nMarie Dupont\r\n"
+             b"Service financier =96 Ville de Li=E8ge\r\n")
+    html = (b"<html><head><style>p {margin:0}</style></head><body><p>Bonjour,</p><p>Veuillez "
+            b"trouver ci-joint notre bon de commande compl&eacute;t&eacute;.</p></body></html>")
     alternative = multipart(
         "_000_AM0PR01MB1234_",
         part('text/plain; charset="iso-8859-1"', plain, cte="quoted-printable"),
@@ -303,7 +303,7 @@ def test_html_to_text_is_linear_on_unclosed_constructs():
 
 def test_unknown_charset_is_read_and_flagged():
     parsed = timed(mail("From: a@b.be", 'Content-Type: text/plain; charset="x-unknown"',
-                        body="Réponse: déjà".encode("utf-8")))
+                        body="Réponse: déjà".encode()))
     assert parsed.body_text == "Réponse: déjà"
     assert "unknown charset" in parsed.defects
     cp = parse_mail(mail("From: a@b.be", 'Content-Type: text/plain; charset="x-unknown"',
@@ -481,7 +481,7 @@ def test_a_broken_winmail_dat_is_a_defect_not_a_crash(dat):
 # ---------------------------------------------------------------- hostile input, each well under 2 s
 
 def test_ten_thousand_parts():
-    parts = [part("application/pdf; name=a%d.pdf" % i, b"JVBERi0=") for i in range(10_000)]
+    parts = [part(f"application/pdf; name=a{i}.pdf", b"JVBERi0=") for i in range(10_000)]
     parsed = timed(top("From: a@b.be") + multipart("b", *parts))
     assert "too many parts: the rest skipped" in parsed.defects
     assert 400 < len(parsed.attachments) < 500

@@ -19,7 +19,6 @@ from mailbot.answers.plan import (
 )
 from mailbot.answers.purposes import Purpose
 from mailbot.answers.render import Renderer
-from mailbot.resources import SANDBOX_CONFIG
 from mailbot.config import load_settings
 from mailbot.dossiers.process import Change
 from mailbot.forms import FormCheck, Problem, load_rules
@@ -28,6 +27,7 @@ from mailbot.mail.kinds import Kind, KindCode, classify
 from mailbot.mail.parse import parse_mail
 from mailbot.mail.robots import load_robot_rules
 from mailbot.mail.subject import load_subject_rules, parse_subject
+from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import Mail, brussels
 from mailbot.store.models import Dossier
 from mailbot.understanding import Understanding

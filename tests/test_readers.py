@@ -73,7 +73,7 @@ def test_a_dying_reader_costs_no_mail_and_a_mail_that_kills_it_twice_is_set_asid
         readers = Readers(*RULES, 1)
         try:
             futures = [readers.submit(raw) for raw in batch]
-            return [await readers.result(f, raw) for f, raw in zip(futures, batch)]
+            return [await readers.result(f, raw) for f, raw in zip(futures, batch, strict=True)]
         finally:
             readers.close()
 
@@ -105,7 +105,7 @@ def test_a_reader_stuck_on_a_mail_is_stopped_and_the_mail_set_aside(monkeypatch)
         readers = Readers(*RULES, 1)
         try:
             futures = [readers.submit(raw) for raw in batch]
-            return [await readers.result(f, raw) for f, raw in zip(futures, batch)], readers.pool
+            return [await readers.result(f, raw) for f, raw in zip(futures, batch, strict=True)], readers.pool
         finally:
             readers.close()
 

@@ -6,15 +6,14 @@ import email.policy
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlmodel import Session, select
 
 from mailbot.cli import main
 from mailbot.config import load_settings
+from mailbot.context import Context
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
-from mailbot.context import Context
 from mailbot.pipeline import handle
 from mailbot.replay import replay
 from mailbot.resources import SANDBOX_CONFIG as SANDBOX

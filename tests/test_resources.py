@@ -5,9 +5,9 @@ import shutil
 
 from mailbot.cli import main
 from mailbot.config import load_settings
+from mailbot.context import Context
 from mailbot.forms import load_rules
 from mailbot.mail.robots import DEFAULT_ROBOT_RULES
-from mailbot.context import Context
 from mailbot.resources import REFERENCE, RULES, SANDBOX_CONFIG, TEMPLATES
 from mailbot.season import Mail, brussels
 from mailbot.store.db import open_database

@@ -1,10 +1,10 @@
 """The retention job on a database filled by the real pipeline, through the real `mailbot`
 command: what is purged, what stays, when, and the daemon's daily run."""
 
-import pytest
 import datetime as dt
 from pathlib import Path
 
+import pytest
 from privacy_world import (  # noqa: F401
     PERSONAL,
     SETTINGS,

@@ -9,8 +9,18 @@ import pytest
 from mailbot.errors import RulesError
 from mailbot.mail.parse import parse_mail
 from mailbot.mail.robots import (
-    DEFAULT_ROBOT_RULES, asks_something, auto_reply_reason, automatic_text_reason, bounce_reason, bulk_reason,
-    load_robot_rules, null_return_path_reason, own_text, parse_robot_rules, quick_reply, robot_address_reason,
+    DEFAULT_ROBOT_RULES,
+    asks_something,
+    auto_reply_reason,
+    automatic_text_reason,
+    bounce_reason,
+    bulk_reason,
+    load_robot_rules,
+    null_return_path_reason,
+    own_text,
+    parse_robot_rules,
+    quick_reply,
+    robot_address_reason,
 )
 
 RULES = load_robot_rules()

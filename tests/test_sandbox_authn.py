@@ -8,9 +8,9 @@ import aiosmtplib
 import pytest
 
 from mailbot.config import load_settings
-from mailbot.resources import SANDBOX_CONFIG
 from mailbot.mail.authn import AuthStatus, authenticate_sender
 from mailbot.mail.parse import parse_mail
+from mailbot.resources import SANDBOX_CONFIG
 from mailbot.transport.stamp import AUTHSERV_ID, results_header, stamp, without_own_results
 
 SANDBOX = load_settings(SANDBOX_CONFIG).mailboxes["worldline"].authentication

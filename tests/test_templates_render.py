@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from html import unescape
 from dataclasses import dataclass
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace as NS
@@ -167,7 +167,7 @@ def cases():
     for purpose, language in PAIRS:
         contexts = client_contexts(purpose, language) if purpose in CLIENT else staff_contexts(purpose, language)
         for i, extra in enumerate(contexts):
-            extra = dict(extra)
+            extra = dict(extra)  # noqa: PLW2901 - a copy, changed below
             d = extra.pop("_dossier") if "_dossier" in extra else (dossier(language) if purpose in CLIENT
                                                                   else dossier("fr"))
             ctx = {"dossier": d, "language": language, "now": NOW} | extra

@@ -77,7 +77,7 @@ def test_the_sent_folder_says_unknown_when_it_cannot_look_and_raises_when_it_can
 
     async def run():
         assert await folder.find("x@worldline.localhost") is None
-        with pytest.raises(ImapConnectionLost, match="(?i)connection refused"):
+        with pytest.raises(ImapConnectionLost, match=r"(?i)connection refused"):
             await folder.add("x@worldline.localhost", RAW)
         await folder.close()
 

@@ -30,14 +30,15 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
     since = dt.datetime.combine(calendar.previous_business_day(today), now.astimezone(BRUSSELS).timetz())
     open_deadlines = session.exec(select(Deadline).where(Deadline.state == "open")).all()
     due_by_dossier: dict[int, Deadline] = {}
-    for d in open_deadlines:
-        if d.dossier_id not in due_by_dossier or d.due < due_by_dossier[d.dossier_id].due:
-            due_by_dossier[d.dossier_id] = d
+    for dl in open_deadlines:
+        if dl.dossier_id not in due_by_dossier or dl.due < due_by_dossier[dl.dossier_id].due:
+            due_by_dossier[dl.dossier_id] = dl
     dossiers = session.exec(select(Dossier).where(Dossier.access_sent == False)  # noqa: E712
                             .order_by(Dossier.reference)).all()
     by_id = {d.id: d for d in dossiers}
     rows = []
     for d in dossiers:
+        assert d.id is not None  # read back
         deadline = due_by_dossier.get(d.id)
         rows.append(SimpleNamespace(reference=d.reference, project_name=d.project_name, stage=stage(d),
                                     waiting=[(w.party, w.what) for w in waiting_for(d)],
@@ -58,7 +59,7 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
     # (with IN, or sorted by id, it walked every sighting of the mailbox); sorted here instead.
     seen_here = select(Sighting.id).where(Sighting.message_pk == Message.id, Sighting.mailbox == team).exists()
     flagged = sorted(session.exec(select(Message).where(Message.received_at >= since, seen_here)).all(),
-                     key=lambda m: m.id)
+                     key=lambda m: m.id or 0)  # read back: never None
     needs_person = []
     for m in flagged:
         reason = _needs_person_reason(m)

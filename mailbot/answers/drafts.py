@@ -9,12 +9,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from mailbot.answers.language import LanguageWords, body_language, pick_language
-from mailbot.outbox import Draft
 from mailbot.answers.plan import Answer, StaffNote
 from mailbot.answers.purposes import Purpose
 from mailbot.answers.render import Renderer
 from mailbot.config import Settings
 from mailbot.mail.subject import SubjectInfo
+from mailbot.outbox import Draft
 from mailbot.understanding import Understanding
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -50,6 +50,7 @@ def answer_draft(answer: Answer, u: Understanding, msg_pk: int, at: dt.datetime,
                  renderer: Renderer, words: LanguageWords) -> Draft:
     """The answer in the thread of the client's mail, in the client's language."""
     dossier = u.dossier
+    assert dossier is not None  # answers go only to a dossier's contacts (plan.py)
     base: dict[str, Any] = {"dossier": dossier_view(dossier), "now": _now(at)}
     rendered = renderer.render(answer.purpose, client_language(u, words), base | dict(answer.data))
     cc = (settings.mailboxes["bosa"].address,) if answer.cc_bosa else ()
@@ -69,7 +70,8 @@ def note_draft(note: StaffNote, u: Understanding, msg_pk: int, at: dt.datetime, 
     rendered = renderer.render(Purpose.NEEDS_HUMAN, "en", {"dossier": dossier_view(u.dossier), "now": _now(at),
                                                             "mail": mail, "reason": note.reason})
     ref = u.dossier.reference if u.dossier else None
-    subject = f"[mailbot] needs a person: {u.mail.subject[:120]}" if not ref else f"[{ref}] [mailbot] needs a person: {u.mail.subject[:100]}"
+    subject = (f"[mailbot] needs a person: {u.mail.subject[:120]}" if not ref
+               else f"[{ref}] [mailbot] needs a person: {u.mail.subject[:100]}")
     return Draft(Purpose.NEEDS_HUMAN, _from(settings), (box.address,), (),
                  rendered, subject, u.dossier.id if u.dossier else None, msg_pk, None, (),
                  {"dossier": ref, "reason": note.reason}, client_mail=False)

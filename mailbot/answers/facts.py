@@ -51,4 +51,4 @@ def replied_answer(session: Session, mail: ParsedMail) -> OutboxMail | None:
     rows = session.exec(select(OutboxMail).where(col(OutboxMail.message_id).in_(ids))).all()
     if not rows:
         return None
-    return max([r for r in rows if r.message_id in direct] or rows, key=lambda r: r.id)
+    return max([r for r in rows if r.message_id in direct] or rows, key=lambda r: r.id or 0)  # read back: never None

@@ -152,6 +152,7 @@ def team_of(c: Case) -> str:
 def form_answer(c: Case) -> Answer | None:
     u = c.understanding
     dossier, change, to = u.dossier, u.change, u.mail.sender
+    assert dossier is not None and to is not None  # `stranger` let through only a linked sender's mail
     form = change.form if change else None
     if form is not None:
         return _form_checked(c, form)
@@ -169,6 +170,7 @@ def form_answer(c: Case) -> Answer | None:
 
 def _form_checked(c: Case, form: FormCheck) -> Answer:
     u = c.understanding
+    assert u.change is not None and u.dossier is not None and u.mail.sender is not None  # see form_answer
     previous = u.change.previous_form
     changes = compare(previous, form) if previous else None
     lang = form.language or "fr"
@@ -191,6 +193,7 @@ def _form_checked(c: Case, form: FormCheck) -> Answer:
 def signed_answer(c: Case) -> Answer | None:
     u = c.understanding
     dossier = u.dossier
+    assert dossier is not None and u.mail.sender is not None  # `stranger` let through only a linked sender's mail
     signed_docs = u.reading.of("signed_order_form") + u.reading.of("id_copy")
     if not signed_docs:
         return None

@@ -44,14 +44,16 @@ def echo_reason(mail: ParsedMail, answer: str, seconds: float,
     that brings nothing new is not answered again: answering it is how the bot and a naive
     auto-responder, one that sets no header and writes no known text, would keep each other
     busy. New is an attachment, a question or an order form announced in what the sender wrote
-    (not in the answer it quotes); a reply whose text is all below the quote is answered. Sooner than [replies] automatic_within_seconds
+    (not in the answer it quotes); a reply whose text is all below the quote is answered. Sooner than
+    [replies] automatic_within_seconds
     (the robot rules) only an attachment counts: no person reads, writes and sends so fast.
     None when the reply may be answered."""
     if mail.attachments:
         return None
     after = f"{_duration(seconds)} after it"
     if robots.quick_reply(seconds, rules=robot_rules):
-        return f"loop: a reply to the bot's {answer} answer {after}, with no attachment: a program's, not answered again"
+        return (f"loop: a reply to the bot's {answer} answer {after}, with no attachment: "
+                "a program's, not answered again")
     own = robots.own_text(mail.body_text, rules=robot_rules)
     if not own:  # written under the quote (bottom-posting): not read here, answered as before
         return None

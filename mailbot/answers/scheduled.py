@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, func, select
@@ -35,7 +36,7 @@ def alert_draft(session: Session, alert: Alert, now: dt.datetime, settings: Sett
     late = max(calendar.business_days_between(deadline.due, now.astimezone(BRUSSELS).date()), 1)
     last = session.exec(select(Message.subject).where(Message.dossier_id == dossier.id)
                         .order_by(col(Message.id).desc()).limit(1)).first() or ""
-    context = {"dossier": dossier_view(dossier), "now": _now(now), "deadline": deadline.name,
+    context: dict[str, Any] = {"dossier": dossier_view(dossier), "now": _now(now), "deadline": deadline.name,
                "due": deadline.due.isoformat(), "started": deadline.started_at.astimezone(BRUSSELS).date().isoformat(),
                "waiting": [(w.party, w.what) for w in waiting_for(dossier)], "last_mail": last}
     if alert.kind == "escalation":
@@ -61,16 +62,20 @@ def reminder_drafts(session: Session, now: dt.datetime, settings: Settings, cale
     # dossiers (~900 open) the per-dossier queries took seconds.
     last_moves = dict(session.exec(select(Event.dossier_id, func.max(Event.at))
                                    .where(col(Event.dossier_id).in_(open_ids), col(Event.kind).in_(CLIENT_MOVES))
-                                   .group_by(Event.dossier_id)).all())
+                                   .group_by(col(Event.dossier_id))).all())
     last_reminders = dict(session.exec(select(OutboxMail.dossier_id, func.max(OutboxMail.created_at))
-                                       .where(col(OutboxMail.dossier_id).in_(open_ids), OutboxMail.purpose == "reminder")
-                                       .group_by(OutboxMail.dossier_id)).all())
-    first_contact = select(func.min(Contact.id)).where(col(Contact.dossier_id).in_(open_ids)).group_by(Contact.dossier_id)
-    senders = dict(session.exec(select(Contact.dossier_id, Contact.email).where(col(Contact.id).in_(first_contact))).all())
+                                       .where(col(OutboxMail.dossier_id).in_(open_ids),
+                                              OutboxMail.purpose == "reminder")
+                                       .group_by(col(OutboxMail.dossier_id))).all())
+    first_contact = (select(func.min(Contact.id)).where(col(Contact.dossier_id).in_(open_ids))
+                     .group_by(col(Contact.dossier_id)))
+    senders = dict(session.exec(select(Contact.dossier_id, Contact.email)
+                                .where(col(Contact.id).in_(first_contact))).all())
     for dossier in session.exec(select(Dossier).where(Dossier.access_sent == False)):  # noqa: E712
         owed = [w.what for w in waiting_for(dossier) if w.party == "client" and w.what in CLIENT_DOCUMENTS]
         if not owed:
             continue
+        assert dossier.id is not None  # read back
         last_move, last_reminder = last_moves.get(dossier.id), last_reminders.get(dossier.id)
         since = max(t for t in (last_move, last_reminder) if t is not None)
         idle = calendar.business_days_between(since.astimezone(BRUSSELS).date(), today)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from mailbot.calendar import BusinessCalendar, due_date
 from mailbot.config import Settings
@@ -24,6 +24,7 @@ def start(session: Session, dossier: Dossier, name: str, at: dt.datetime, settin
         return None
     rule = getattr(settings.deadlines, name)
     due = due_date(at, rule.days, calendars[rule.calendar])
+    assert dossier.id is not None  # flushed when it was opened
     deadline = Deadline(dossier_id=dossier.id, name=name, party=rule.party, calendar=rule.calendar,
                         started_at=at, due=due)
     session.add(deadline)
@@ -42,6 +43,7 @@ def close(session: Session, dossier: Dossier, name: str, state: str, at: dt.date
     deadline.closed_at = at
     session.add(deadline)
     late = state == "met" and at.date() > deadline.due
+    assert dossier.id is not None  # flushed when it was opened
     session.add(Event(dossier_id=dossier.id, at=at, kind=f"deadline_{state}", message_pk=message_pk,
                       detail=f"{name}: {why}" + (" (late)" if late else "")))
     return deadline
@@ -55,7 +57,7 @@ class DueItem:
 
 def open_deadlines(session: Session, due_until: dt.date) -> list[DueItem]:
     """Open deadlines whose due day is on or before `due_until`, with their dossiers."""
-    rows = session.exec(select(Deadline, Dossier).join(Dossier, Dossier.id == Deadline.dossier_id)
+    rows = session.exec(select(Deadline, Dossier).join(Dossier, col(Dossier.id) == Deadline.dossier_id)
                         .where(Deadline.state == "open", Deadline.due <= due_until)
-                        .order_by(Deadline.due, Deadline.id)).all()
+                        .order_by(col(Deadline.due), col(Deadline.id))).all()
     return [DueItem(d, dossier) for d, dossier in rows]

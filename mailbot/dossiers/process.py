@@ -10,7 +10,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
@@ -37,7 +37,7 @@ class Change:
 def new_reference(session: Session, prefix: str, at: dt.datetime) -> str:
     year = at.year
     like = f"{prefix}-{year}-%"
-    count = session.exec(select(func.count()).select_from(Dossier).where(Dossier.reference.like(like))).one()
+    count = session.exec(select(func.count()).select_from(Dossier).where(col(Dossier.reference).like(like))).one()
     return f"{prefix}-{year}-{count + 1:04d}"
 
 
@@ -52,6 +52,7 @@ def open_dossier(session: Session, mail: ParsedMail, subject: SubjectInfo, forms
                       opened_at=at, updated_at=at)
     session.add(dossier)
     session.flush()
+    assert dossier.id is not None  # given by the flush
     session.add(Event(dossier_id=dossier.id, at=at, kind="dossier_opened", message_pk=message_pk,
                       detail=f"project {name!r} from {mail.sender or 'an unknown sender'}"))
     return dossier
@@ -71,6 +72,7 @@ def link_contact(session: Session, dossier: Dossier, email: str, role: str) -> b
     contacts = _contacts(session, dossier)
     if email in contacts:
         return False
+    assert dossier.id is not None  # flushed when it was opened
     session.add(Contact(dossier_id=dossier.id, email=email, role=role))
     contacts.add(email)
     return True
@@ -88,17 +90,18 @@ def record_unlinked(session: Session, dossier: Dossier, reading: Reading, messag
     """A stranger's mail in a dossier's thread: kept for staff, but it changes nothing (no form,
     no contact, no step), so that nobody takes a dossier over by writing into its thread."""
     docs = ", ".join(reading.kinds) or "no document"
+    assert dossier.id is not None  # flushed when it was opened
     session.add(Event(dossier_id=dossier.id, at=at, kind="unlinked_sender_mail", message_pk=message_pk,
                       detail=f"from a sender not linked to the dossier ({docs}); a person decides"))
 
 
 def is_linked(session: Session, dossier: Dossier, email: str | None) -> bool:
-    return bool(email) and email.lower() in _contacts(session, dossier)
+    return bool(email and email.lower() in _contacts(session, dossier))
 
 
 def last_form(session: Session, dossier: Dossier) -> FormCheck | None:
     row = session.exec(select(FormCheckRecord).where(FormCheckRecord.dossier_id == dossier.id)
-                       .order_by(FormCheckRecord.id.desc()).limit(1)).first()
+                       .order_by(col(FormCheckRecord.id).desc()).limit(1)).first()
     if row is None:
         return None
     from mailbot.forms.checker import Problem
@@ -114,6 +117,7 @@ def apply_mail(session: Session, dossier: Dossier, *, mail: ParsedMail, kind: st
 
     def event(name: str, detail: str = "") -> None:
         events.append(name)
+        assert dossier.id is not None  # flushed when it was opened
         session.add(Event(dossier_id=dossier.id, at=at, kind=name, message_pk=message_pk, detail=detail))
 
     previous = last_form(session, dossier) if reading.of("order_form") else None
@@ -159,7 +163,8 @@ def _record_forms(session: Session, dossier: Dossier, mail: ParsedMail, reading:
         check = doc.check
         problems = [[p.field, p.code, p.message] for p in check.problems]
         session.add(FormCheckRecord(message_pk=message_pk, dossier_id=dossier.id, filename=check.file,
-                                    sha256=mail.attachments[doc.index].sha256, complete=check.complete, language=check.language,
+                                    sha256=mail.attachments[doc.index].sha256, complete=check.complete,
+                                    language=check.language,
                                     version=check.version, problems=json.dumps(problems, ensure_ascii=False),
                                     values=json.dumps(check.values, ensure_ascii=False, default=str),
                                     checked_at=at))
@@ -224,6 +229,7 @@ def mark_done(session: Session, dossier: Dossier, step: str, at: dt.datetime, wh
         deadlines.close(session, dossier, "encoding", "met", at, None, f"marked done by {who}")
     else:
         raise ValueError(f"unknown step {step!r}: one of {', '.join(STEPS_A_PERSON_MARKS)}")
+    assert dossier.id is not None  # read back
     session.add(Event(dossier_id=dossier.id, at=at, kind=step, detail=f"marked done by {who}"))
     dossier.updated_at = at
     session.add(dossier)

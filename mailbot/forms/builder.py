@@ -14,6 +14,7 @@ import openpyxl
 
 from mailbot.forms.rules import FormRules, label_key
 from mailbot.resources import REFERENCE
+
 REFERENCE_FILES = {
     "fr": REFERENCE / "Bon de commande_WL_M1036_FR_V2.2.xlsx",
     "nl": REFERENCE / "Bestelbon_WL_M1036_NL_V2.2.xlsx",

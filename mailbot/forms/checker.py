@@ -58,7 +58,8 @@ def check_form(source: Path | str | bytes, name: str | None = None, *, rules: Fo
         try:
             size = path.stat().st_size
             if size > rules.limits.max_file_bytes:
-                return _form_problem(name, FormError("unreadable", f"the file is {size // 1_000_000} MB, too large for an order form"))
+                return _form_problem(name, FormError(
+                    "unreadable", f"the file is {size // 1_000_000} MB, too large for an order form"))
             data = path.read_bytes()
         except OSError as exc:
             return _form_problem(name, FormError("unreadable", f"the file cannot be read ({exc.strerror or exc})"))
@@ -146,6 +147,7 @@ def _cross_problem(rule: CrossRule, values: dict[str, Any], is_yes: Any, rules: 
             return None
         return Problem(rule.id, "missing", rules.messages[lang][rule.id], rules.label(rule.id, lang))
     # same_enterprise: a valid VAT number whose digits are not the (valid) enterprise number's.
+    assert rule.field is not None and rule.other is not None  # required of this kind (rules.py)
     vat, enterprise = values.get(rule.field), values.get(rule.other)
     if vat is None or enterprise is None or rule.field in invalid:
         return None

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
-from dataclasses import field as dc_field
+from dataclasses import dataclass, field as dc_field
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 from mailbot.errors import RulesError
-from mailbot.resources import rules_file
 from mailbot.forms.values import CHECK_PARAMS, CHECKS
-from mailbot.tomlfile import load_toml
-from mailbot.tomlfile import require as _require
+from mailbot.resources import rules_file
+from mailbot.tomlfile import load_toml, require as _require
 
 LANGUAGES = ("fr", "nl")
 DEFAULT_RULES = rules_file("order_form.toml")

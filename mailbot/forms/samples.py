@@ -19,7 +19,8 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
         business_contact_email="an.janssens@lier.be", business_contact_phone=32475123456,
         technical_contact_email="webteam@lier.be", billing_email="facturen@lier.be",
         account_holder="Stad Lier", signatory_function="Algemeen directeur",
-        go_live_date=dt.datetime(2027, 3, 1), expected_yearly_amount="125.000,50 €")),
+        go_live_date=dt.datetime(2027, 3, 1),  # noqa: DTZ001 - a date cell, as Excel stores it
+        expected_yearly_amount="125.000,50 €")),
     # Lot 1 only: the payment-method section may stay empty.
     "complete_lot1_only_FR.xlsx": ("fr", complete_values(
         "fr", lot_2="Non", pm_bancontact=None, pm_visa=None, pm_mastercard=None,
@@ -27,7 +28,8 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
         expected_yearly_amount=None)),
     # One of each kind of problem.
     "incomplete_FR.xlsx": ("fr", complete_values(
-        "fr", expected_yearly_transactions="beaucoup", business_contact_email="Marie Dubois <marie.dubois@sambreville.be>",
+        "fr", expected_yearly_transactions="beaucoup",
+        business_contact_email="Marie Dubois <marie.dubois@sambreville.be>",
         technical_contact_phone="", settlement_iban="BE71 0961 2345 6760", vat_number="BE 0308.357.159")),
     "incomplete_NL.xlsx": ("nl", complete_values(
         "nl", pm_bancontact=None, pm_visa=None, pm_mastercard=None, shop_url="http://webshop.lier.be",

@@ -129,7 +129,7 @@ def check_date(value: CellValue) -> str:
         text = clean_text(value).replace(" / ", "/")
         for fmt in _DATE_FORMATS:
             try:
-                day = dt.datetime.strptime(text, fmt).date()
+                day = dt.datetime.strptime(text, fmt).date()  # noqa: DTZ007 - only the date is kept
                 break
             except ValueError:
                 continue

@@ -27,8 +27,8 @@ domain's organisational domain (relaxed alignment, RFC 7489 §3.1, with the Publ
 shipped by `publicsuffixlist`, never fetched). SPF alone never does (it vouches for the envelope
 sender, not From); neither do ARC, Exchange's compauth or `dmarc=bestguesspass`.
 
-Bounded: at most `MAX_FIELDS` header fields and `MAX_HEADERS` Authentication-Results headers are looked at (from the top,
-where the receiving servers write), at most `MAX_PARSED` parsed, each at most `MAX_VALUE_CHARS`.
+Bounded: at most `MAX_FIELDS` header fields and `MAX_HEADERS` Authentication-Results headers are looked at
+(from the top, where the receiving servers write), at most `MAX_PARSED` parsed, each at most `MAX_VALUE_CHARS`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ _RECEIVED_BY = re.compile(r"(?:^|\s)by\s+([^\s;]+)", re.IGNORECASE)
 
 
 class AuthStatus(enum.StrEnum):
-    PASS = "pass"  # aligned DMARC pass, or aligned DKIM pass, at a trusted server
+    PASS = "pass"  # noqa: S105 - a verdict, not a password. Aligned DMARC pass, or aligned DKIM pass, at a trusted server
     FAIL = "fail"  # the trusted server says the From domain failed, or the headers contradict
     NONE = "none"  # the trusted server gave no verdict that counts, or the mail has no From
     UNKNOWN_SERVER = "unknown_server"  # no header from a trusted server at all
@@ -91,7 +91,7 @@ class SenderAuth:
 # ---------------------------------------------------------------- domains
 
 @lru_cache(maxsize=1)
-def _psl():  # type: ignore[no-untyped-def]
+def _psl():
     from publicsuffixlist import PublicSuffixList
 
     return PublicSuffixList()  # the list shipped in the package; nothing is fetched

@@ -127,7 +127,8 @@ def file_type(att: Attachment) -> str:
         return "old_office"
     if head.startswith(b"PK") and (b"xl/" in att.data[:65536] or name.endswith((".xlsx", ".xlsm"))):
         return "workbook"
-    if name.endswith((".xlsx", ".xlsm", ".xls", ".ods")) or "spreadsheet" in att.content_type or "excel" in att.content_type:
+    if (name.endswith((".xlsx", ".xlsm", ".xls", ".ods"))
+            or "spreadsheet" in att.content_type or "excel" in att.content_type):
         return "workbook"
     if name.endswith(".pdf") or att.content_type == "application/pdf":
         return "pdf"
@@ -142,7 +143,7 @@ def _pdf_text(att: Attachment, rules: DocumentRules) -> str:
         from pypdf import PdfReader
 
         reader = PdfReader(io.BytesIO(att.data), strict=False)
-        meta = reader.metadata or {}
+        meta: dict = reader.metadata or {}
         parts = [str(meta.get(k, "")) for k in ("/Title", "/Subject", "/Keywords")]
         for page in reader.pages[: rules.pdf_text_pages]:
             parts.append(page.extract_text() or "")
@@ -218,14 +219,16 @@ def read_documents(mail: ParsedMail, form_rules: FormRules, step: Step | None,
                 documents.append(Document("order_form", index, "a workbook read by the form checker",
                                           check, usable=check.is_order_form))
             elif named == "order_form":
-                documents.append(Document("order_form", index, "a workbook named as the order form", check, usable=False))
+                documents.append(Document("order_form", index, "a workbook named as the order form", check,
+                                          usable=False))
             else:
                 ignored.append((index, "a workbook that is not the order form"))
             continue
         if kind_of_file not in ("pdf", "picture"):
             if named == "order_form":
                 # A .docx or an odd format named as the form: the client tried to send it.
-                documents.append(Document("order_form", index, f"a {kind_of_file} file named as the order form", usable=False))
+                documents.append(Document("order_form", index, f"a {kind_of_file} file named as the order form",
+                                          usable=False))
             else:
                 ignored.append((index, f"not a document of the process ({att.content_type})"))
             continue
@@ -237,18 +240,18 @@ def read_documents(mail: ParsedMail, form_rules: FormRules, step: Step | None,
                     break
         if named in ("convention", "id_copy"):
             documents.append(Document(named, index, f"the {kind_of_file}'s name or text says so"))
-        elif named == "order_form":
-            form_like.append((index, kind_of_file))
-        elif signed and kind_of_file == "pdf":
+        elif named == "order_form" or (signed and kind_of_file == "pdf"):
             form_like.append((index, kind_of_file))
         else:
             unknown.append((index, kind_of_file))
     has_workbook = any(d.kind == "order_form" and d.usable for d in documents)
     for index, kind_of_file in form_like:
         if has_workbook or step.form_complete:
-            documents.append(Document("signed_order_form", index, f"a {kind_of_file} of the order form, with the form already sent"))
+            documents.append(Document("signed_order_form", index,
+                                      f"a {kind_of_file} of the order form, with the form already sent"))
         else:
-            documents.append(Document("order_form", index, f"the order form as a {kind_of_file} instead of the Excel workbook",
+            documents.append(Document("order_form", index,
+                                      f"the order form as a {kind_of_file} instead of the Excel workbook",
                                       usable=False))
     # A picture too small to read is still received: the client is told why it cannot be used.
     small = {i for i, att in enumerate(mail.attachments)
@@ -265,7 +268,8 @@ def _is_logo(att: Attachment, name: str, rules: DocumentRules) -> bool:
     size alone: a small photo of an identity card is a document that cannot be read."""
     if att.size > rules.signature_picture_max_bytes:
         return False
-    return att.embedded or bool(rules.signature_picture.match(att.filename)) or has_word(name, rules.names.get("logo", ()))
+    return (att.embedded or bool(rules.signature_picture.match(att.filename))
+            or has_word(name, rules.names.get("logo", ())))
 
 
 def _readable(doc: Document, small: set[int]) -> Document:
@@ -294,11 +298,13 @@ def _by_step(unknown: list[tuple[int, str]], found: list[Document], step: Step, 
                 continue
             pool.remove(pick)
             wanted.remove(kind)
-            out.append(Document(kind, pick[0], f"an unnamed {pick[1]} while the dossier waits for the {kind.replace('_', ' ')}"))
+            out.append(Document(kind, pick[0],
+                                f"an unnamed {pick[1]} while the dossier waits for the {kind.replace('_', ' ')}"))
     if pool and step.wants_convention and "convention" not in have and inboxes == ("bosa",):
         pick = next((u for u in pool if u[1] == "pdf"), None)
         if pick:
-            out.append(Document("convention", pick[0], "an unnamed PDF sent to BOSA alone while the convention is awaited"))
+            out.append(Document("convention", pick[0],
+                                "an unnamed PDF sent to BOSA alone while the convention is awaited"))
     return out
 
 

@@ -94,11 +94,11 @@ def _addresses(values: list[str], name: str, limits: MailLimits,
     for value in values[:limits.max_parts]:
         problems: list[dict] = []
         text = _raw_value(value, limits, defects, name)
-        pairs = _safe(lambda: get_addresses(text, defects=problems, decode_names=True), None)
+        pairs = _safe(lambda: get_addresses(text, defects=problems, decode_names=True), None)  # noqa: B023 - called at once
         if pairs is None or problems:
             defects.add(f"unreadable address in {name}")
-        for display, addr in pairs or ():
-            addr = addr.strip().lower()
+        for display, raw in pairs or ():
+            addr = raw.strip().lower()
             if not addr:
                 continue
             # an encoded word is never part of an address (RFC 2047 section 5): "=?utf-8?b?...?=@x"

@@ -64,7 +64,8 @@ def classify(mail: ParsedMail, raw: bytes | None, subject: SubjectInfo, reading:
     bulk = robots.bulk_reason(mail)
     if not staff_sender and not bulk:
         if subject.is_process and not subject.is_reply and not subject.is_forward:
-            return Classified(Kind.SUBMISSION, KindCode.PROCESS_SUBJECT, "the process's subject, announcing the order form")
+            return Classified(Kind.SUBMISSION, KindCode.PROCESS_SUBJECT,
+                              "the process's subject, announcing the order form")
         if announces_form:
             return Classified(Kind.SUBMISSION, KindCode.ANNOUNCED_FORM, "the body says the order form is attached")
     if staff_sender:

@@ -54,7 +54,7 @@ class _Defects:
         return tuple(self._items)
 
 
-def _safe(call, default):  # type: ignore[no-untyped-def]
+def _safe(call, default):
     try:
         return call()
     except Exception:  # noqa: BLE001 - a stdlib accessor choking on a hostile header

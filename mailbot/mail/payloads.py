@@ -66,7 +66,7 @@ def _decode_payload(part: email.message.Message, prepared: _Prepared, limit: int
     if cte == "quoted-printable":
         data = quopri.decodestring(encoded)
     elif cte in ("x-uuencode", "uuencode", "uue", "x-uue"):
-        data = part.get_payload(decode=True) or b""
+        data = payload if isinstance(payload := part.get_payload(decode=True), bytes) else b""
     else:
         data = encoded
     head = data[:limit] if keep_head or len(data) <= limit else b""

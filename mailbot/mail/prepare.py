@@ -47,6 +47,7 @@ def _body_start(raw: bytes) -> int:
 
 def _prepare(raw: bytes, limits: MailLimits, defects: _Defects) -> _Prepared:
     data = _cap_header_block(raw, limits, defects)
+    runs: tuple[memoryview, ...]
     token, runs = b"", ()
     if len(data) >= _ELIDE_FROM_BYTES:
         data, token, runs = _set_aside_base64(data)

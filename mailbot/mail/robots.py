@@ -208,8 +208,8 @@ def own_text(body: str, *, rules: RobotRules) -> str:
     lines = []
     for line in body[:OWN_TEXT_CHARS].split("\n"):
         key = _colons(fold(line))
-        if key and (key.startswith(rules.quote_line_starts) or key.endswith(":") and any(
-                re.search(rf"(?<!\w){re.escape(word)}(?!\w)", key) for word in rules.quote_intro_words)):
+        if key and (key.startswith(rules.quote_line_starts) or (key.endswith(":") and any(
+                re.search(rf"(?<!\w){re.escape(word)}(?!\w)", key) for word in rules.quote_intro_words))):
             break
         lines.append(line)
     return "\n".join(lines).strip()

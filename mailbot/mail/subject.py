@@ -74,14 +74,17 @@ class SubjectRules:
         prefix = (
             r" {0,8}(?:"
             rf"(?P<tag>[\[(] {{0,3}}{tags}{_E}[^\[\]()]{{0,60}}[\])] {{0,3}}:?)"
-            rf"|(?P<word>{prefixes})\.? {{0,3}}(?:\[ {{0,2}}\d{{1,4}} {{0,2}}\]|\( {{0,2}}\d{{1,4}} {{0,2}}\)|\^ {{0,2}}\d{{1,4}})? {{0,3}}:"
+            rf"|(?P<word>{prefixes})\.? {{0,3}}"
+            rf"(?:\[ {{0,2}}\d{{1,4}} {{0,2}}\]|\( {{0,2}}\d{{1,4}} {{0,2}}\)|\^ {{0,2}}\d{{1,4}})? {{0,3}}:"
             r")"
         )
         set_ = object.__setattr__
         set_(self, "_prefix", re.compile(prefix))
         codes = []
         for code in self.frameworks:
-            letters, digits = re.fullmatch(r"([A-Za-z]+)(\d+)", code).groups()  # checked by the loader
+            parts = re.fullmatch(r"([A-Za-z]+)(\d+)", code)
+            assert parts is not None  # checked by the loader
+            letters, digits = parts.groups()
             codes.append(rf"({re.escape(_fold_text(letters))}[ .\-_]?{digits})")
         set_(self, "_framework", re.compile(rf"{_B}(?:{'|'.join(codes)})(?!\d)"))
         set_(self, "_keyword", {lang: re.compile(rf"{_B}{_alternation(words)}{_E}")
@@ -255,13 +258,14 @@ def _markers(core: str, rules: SubjectRules) -> tuple[str | None, str | None, bo
     framework = None
     for m in rules._framework.finditer(folded):
         if framework is None:
+            assert m.lastindex is not None  # one group per framework, and one matched
             framework = rules.frameworks[m.lastindex - 1]
         spans.append((m.start(), m.end()))
 
     language = None
     first_keyword = len(folded) + 1
-    for lang, pattern in rules._keyword.items():
-        for m in pattern.finditer(folded):
+    for lang, keyword in rules._keyword.items():
+        for m in keyword.finditer(folded):
             if m.start() < first_keyword:  # the first keyword in the subject tells the language
                 first_keyword, language = m.start(), lang
             spans.append((m.start(), m.end()))

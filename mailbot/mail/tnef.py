@@ -77,7 +77,7 @@ def _tnef_groups(data: bytes, defects: _Defects) -> tuple[list[list[bytes]], byt
         body = view[pos + 9:pos + 9 + length]
         if level == 1 and name == _ATT_CODEPAGE and length >= 4:
             cp = _U32.unpack_from(body, 0)[0]
-            if _safe(lambda: codecs.lookup(Codepage(cp).codepage()), None):
+            if _safe(lambda: codecs.lookup(Codepage(cp).codepage()), None):  # noqa: B023 - called at once
                 codepage = _U32.pack(cp) + _U32.pack(0)
         elif level == 2 and name == _ATT_REND_DATA:
             groups.append([bytes(view[pos:end])])
@@ -103,7 +103,7 @@ def _tnef_file(stream: bytes, limits: MailLimits, defects: _Defects) -> list[Att
     files = []
     for att in TNEF(stream, do_checksum=False).attachments:
         payload = att.data if isinstance(att.data, bytes) else b""
-        name = _safe(att.long_filename, "") or _safe(lambda: att.name, "")
+        name = _safe(att.long_filename, "") or _safe(lambda: att.name, "")  # noqa: B023 - called at once
         if isinstance(name, bytes):
             name = _decode_bytes(name.rstrip(b"\0"), None)[0]
         if not payload and not name:

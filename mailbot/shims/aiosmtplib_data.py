@@ -33,7 +33,8 @@ class HandingSMTP(aiosmtplib.SMTP):
         super().__init__(**options)
         self.quiet, self.hand_over = quiet, hand_over
 
-    async def data(self, message: str | bytes, /, *, timeout=Default.token) -> aiosmtplib.SMTPResponse:
+    async def data(self, message: str | bytes, /, *,
+                   timeout=Default.token) -> aiosmtplib.SMTPResponse:  # noqa: ASYNC109 - aiosmtplib's own signature
         timeout = self.timeout if timeout is Default.token else timeout
         if isinstance(message, str):
             message = message.encode("ascii")

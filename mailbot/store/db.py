@@ -69,5 +69,6 @@ def open_database(url: str, migrate: bool = True) -> Engine:
                 cfg.attributes["connection"] = connection
                 command.upgrade(cfg, "head")
     except SQLAlchemyError as exc:
-        raise StoreError(f"the database {url.split('@')[-1]} cannot be opened: {exc.__class__.__name__}: {exc}") from exc
+        raise StoreError(f"the database {url.split('@')[-1]} cannot be opened: "
+                         f"{exc.__class__.__name__}: {exc}") from exc
     return engine

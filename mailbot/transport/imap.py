@@ -161,6 +161,7 @@ class ImapFolder:
 
     def uids_after(self, last_uid: int) -> list[int]:
         self.step = "search"
+        assert self.client is not None  # opened
         self.announced()  # from this search on, what the server announces is news to wait()
         # "UID n:*" also returns the last message when its UID is below n: filter here.
         return sorted(u for u in self.client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
@@ -180,6 +181,7 @@ class ImapFolder:
     def uids_not_done(self) -> list[int]:
         """After a UIDVALIDITY change: every message the bot has not flagged."""
         self.step = "search"
+        assert self.client is not None  # opened
         if self.can_keyword:
             return sorted(self.client.search(["UNKEYWORD", self.cfg.keyword]))
         return sorted(self.client.search(["ALL"]))
@@ -188,6 +190,7 @@ class ImapFolder:
         """`uids` in batches of at most BATCH_MAILS mails and BATCH_BYTES bytes (one mail alone
         when it is larger), so that a backlog is never in memory at once."""
         self.step = "fetch sizes"
+        assert self.client is not None  # opened
         sizes = self.client.fetch(uids, ["RFC822.SIZE"]) if uids else {}
         out: list[list[int]] = []
         total = 0
@@ -203,11 +206,13 @@ class ImapFolder:
     def fetch(self, uids: list[int]) -> dict[int, bytes]:
         """The mails of `uids` still there, in one FETCH (BODY.PEEK leaves \\Seen alone)."""
         self.step = "fetch"
+        assert self.client is not None  # opened
         data = self.client.fetch(uids, ["BODY.PEEK[]"])
         return {uid: data[uid][b"BODY[]"] for uid in uids if b"BODY[]" in data.get(uid, {})}
 
     def mark_done(self, uids: list[int]) -> None:
         self.step = "flag done"
+        assert self.client is not None  # opened
         if self.can_keyword:
             self.client.add_flags(uids, [self.cfg.keyword.encode()])
         elif self.cfg.move_to:
@@ -217,16 +222,19 @@ class ImapFolder:
 
     def has_message_id(self, message_id: str) -> bool:
         self.step = "look up"
+        assert self.client is not None  # opened
         return bool(self.client.search(["HEADER", "Message-ID", message_id]))
 
     def append(self, raw: bytes) -> None:
         self.step = "append"
+        assert self.client is not None  # opened
         self.client.append(self.folder, raw, flags=(b"\\Seen",))
 
     def wait(self, seconds: float, poll_seconds: float, stop: threading.Event) -> None:
         """Until the server says something changed, `seconds` pass, or `stop` is set."""
         deadline = time.monotonic() + seconds
         self.step = "idle"
+        assert self.client is not None  # opened
         if self.announced():
             return  # mail came while other mail was taken: search again before waiting
         if not self.has_idle:
@@ -249,7 +257,7 @@ class ImapFolder:
         if self.client is not None:
             try:
                 self.client.logout()
-            except Exception:  # noqa: BLE001 - a dead connection cannot log out
+            except Exception:  # noqa: BLE001, S110 - a dead connection cannot log out
                 pass
             self.client = None
 
@@ -345,11 +353,11 @@ class FolderWatcher:
                     log.warning(lost, extra={"mailbox": self.mailbox, "folder": self.folder, "reason": reason})
                     with contextlib.suppress(SQLAlchemyError):  # the store may be what failed
                         await self.state.error(self.mailbox, self.folder, reason)
-                    delay = backoff * (0.5 + random.random())  # jitter: two watchers never hammer together
+                    delay = backoff * (0.5 + random.random())  # noqa: S311 - jitter: two watchers never hammer together
                     backoff = min(backoff * 2, self.daemon.backoff_max_seconds)
                     try:
                         await asyncio.wait_for(self.stop.wait(), timeout=delay)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                 finally:
                     await asyncio.to_thread(conn.close)

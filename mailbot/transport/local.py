@@ -69,7 +69,8 @@ def sandbox_help(sandbox: Sandbox, settings: Settings) -> str:
     width = max(len(sandbox.credentials(u)[1]) for u in users)
     lines = [*sandbox.notices,
              (f"mailbot sandbox: send mail to {wl} (and {bosa}) through SMTP {sandbox.smtp_host}:{sandbox.smtp_port}; "
-              f"read the mailboxes over IMAP {sandbox.imap_host}:{sandbox.imap_port}. Mail is kept in {sandbox.folder}."),
+              f"read the mailboxes over IMAP {sandbox.imap_host}:{sandbox.imap_port}. "
+              f"Mail is kept in {sandbox.folder}."),
              "To point a mail program at it (no TLS, plain password; the same ports at every start):",
              f"  IMAP  host {sandbox.imap_host}  port {sandbox.imap_port}  security none"]
     for user, what in users.items():

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiosmtplib
 import requests
@@ -86,17 +86,20 @@ class CachedTokenSource:
                     self._failure, self._failures = None, 0
                     self._token, self._expires_at = value, now + lifetime
                     self._renew_at = self._expires_at - min(self.cfg.renew_before_seconds, lifetime / 2)
-                    log.info("oauth2 token issued", extra={"credentials": self.where, "lifetime_seconds": round(lifetime)})
+                    log.info("oauth2 token issued",
+                             extra={"credentials": self.where, "lifetime_seconds": round(lifetime)})
                     return value
             if isinstance(self._failure, TokenUnavailable) and self._token is not None and now < self._expires_at:
                 return self._token  # the provider is away: the old token still serves until it expires
+            assert self._failure is not None  # else a request was made above, and returned or failed
             raise type(self._failure)(str(self._failure))
 
     def _failed(self, exc: SignInError, now: float) -> None:
         self._failure, self._failures = exc, self._failures + 1
         if isinstance(exc, CredentialsRefused):
             self._token = None  # a revoked client's token is not used either
-            delay = min(self.cfg.retry_seconds * 2 ** (self._failures - 1), max(REFUSED_RETRY_MAX_SECONDS, self.cfg.retry_seconds))
+            delay = min(self.cfg.retry_seconds * 2 ** (self._failures - 1),
+                        max(REFUSED_RETRY_MAX_SECONDS, self.cfg.retry_seconds))
         else:
             delay = min(2.0 ** (self._failures - 1), self.cfg.retry_seconds)
         self._retry_at = now + delay
@@ -152,7 +155,7 @@ class MsalClientCredentials(CachedTokenSource):
         super().__init__(cfg, where, clock)
         secret = cfg.client_secret(f"{where}.oauth2")
         self._credential: str | dict = secret if secret is not None else _msal_certificate(cfg.certificate_file, where)
-        self._app = None
+        self._app: Any = None  # an msal.ConfidentialClientApplication (msal has no types)
 
     def _application(self):
         import msal
@@ -180,14 +183,16 @@ class MsalClientCredentials(CachedTokenSource):
         try:
             result = app.acquire_token_for_client(scopes=[self.cfg.token_scope])
         except MsalServiceError as exc:  # 5xx
-            raise TokenUnavailable(f"{self.where}: the token endpoint of {self.cfg.authority_url} failed: {exc}") from exc
+            raise TokenUnavailable(
+                f"{self.where}: the token endpoint of {self.cfg.authority_url} failed: {exc}") from exc
         except requests.RequestException as exc:
             raise TokenUnavailable(f"{self.where}: cannot reach the token endpoint of {self.cfg.authority_url}: "
                                    f"{type(exc).__name__}: {str(exc)[:200]}") from exc
         except ValueError as exc:
             raise TokenUnavailable(f"{self.where}: unreadable answer from {self.cfg.authority_url}: {exc}") from exc
         if "access_token" not in result:
-            raise _refusal(self.where, f"of {self.cfg.authority_url}", result.get("error"), result.get("error_description"))
+            raise _refusal(self.where, f"of {self.cfg.authority_url}", result.get("error"),
+                           result.get("error_description"))
         return result["access_token"], float(result.get("expires_in", 3600))
 
     def _clear_cache(self) -> None:
@@ -239,12 +244,13 @@ class OAuth2ClientSource(CachedTokenSource):
         from authlib.oauth2.rfc7523 import PrivateKeyJWT
 
         cfg = self.cfg
+        assert cfg.token_url is not None  # required of provider 'generic' (config.py)
         method = "private_key_jwt" if self._key else "client_secret_basic" if self._secret else "none"
         session = OAuth2Session(cfg.client_id, self._key or self._secret, token_endpoint_auth_method=method,
                                 scope=cfg.scope)
         if self._key:
             session.register_client_auth_method(PrivateKeyJWT(cfg.token_url))
-        http = {"timeout": HTTP_TIMEOUT_SECONDS, "verify": _verify(cfg)}  # per request: see _Http
+        http: dict[str, Any] = {"timeout": HTTP_TIMEOUT_SECONDS, "verify": _verify(cfg)}  # per request: see _Http
         try:
             if self._refresh:
                 token = session.refresh_token(cfg.token_url, refresh_token=self._refresh, **http)
@@ -325,6 +331,7 @@ class TokenSources:
         ConfigError at start, as for passwords)."""
         if cfg.auth != "oauth2":
             return cfg.password(where)
+        assert cfg.oauth2 is not None  # required with auth = "oauth2" (config.py)
         source = self._sources.get(cfg.oauth2)
         if source is None:
             kind = MsalClientCredentials if cfg.oauth2.provider == "microsoft" else OAuth2ClientSource

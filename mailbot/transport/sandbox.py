@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -505,7 +505,7 @@ class LocalSmtp:
             return self
         if self._port is None:
             self._port = free_port(self._host)
-        options = {}
+        options: dict[str, Any] = {}
         if self.auth:
             # AUTH without TLS is only acceptable because this listens on loopback.
             options = {"auth_required": True, "auth_require_tls": False, "authenticator": self._authenticate}
@@ -604,7 +604,7 @@ class Sandbox:
     def start(self) -> Self:
         private_dir(self.folder)  # whole mails and passwords: 0700 when created here
         if os.geteuid() == 0:  # the servers run as nobody, who must be able to enter the folder
-            os.chmod(self.folder, self.folder.stat().st_mode | 0o111)
+            os.chmod(self.folder, self.folder.stat().st_mode | 0o111)  # noqa: S103 - search only, no read
         if self._credentials_path.exists():
             self._passwords = json.loads(self._credentials_path.read_text())
         kept = self._kept_ports()

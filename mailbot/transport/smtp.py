@@ -34,13 +34,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import aiosmtplib
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailbot.config import Daemon, Smtp
 from mailbot.errors import (
     ConnectionLost,
-    SmtpConnectionLost,
     SignInError,
+    SmtpConnectionLost,
     SmtpError,
     SmtpLoginFailed,
     SmtpPermanent,
@@ -118,7 +119,7 @@ def translated(cfg: Smtp, step: str) -> Iterator[None]:
 
 @dataclass
 class OutboxSender:
-    engine: object
+    engine: Engine
     run_db: Callable
     cfg: Smtp
     password: Credential | None  # None: no AUTH
@@ -275,6 +276,7 @@ class OutboxSender:
 
     async def send(self, row: OutboxMail) -> None:
         """Send one mail, claimed (SENDING) by `claim`."""
+        assert row.id is not None  # read back from the outbox
         message = compose(row)
         try:
             for _ in range(2):
@@ -282,6 +284,7 @@ class OutboxSender:
 
                 def hand_over(write_dot: Callable[[], None]) -> None:
                     nonlocal handed
+                    assert row.id is not None  # read back from the outbox
                     self._hand_over(row.id, write_dot)
                     handed = True  # only once the dot is written: before it the server cannot have the mail
 
@@ -330,6 +333,7 @@ class OutboxSender:
         log.info("sent", extra={"purpose": row.purpose, "message_id": row.message_id})
 
     async def _failed(self, row: OutboxMail, reason: str, permanent: bool) -> None:
+        assert row.id is not None  # read back from the outbox
         attempts = row.attempts + 1
         if permanent:
             await self._move(row.id, OutboxState.FAILED, reason, attempts=attempts)
@@ -347,8 +351,12 @@ class OutboxSender:
         loop = asyncio.get_running_loop()
         idle, release = loop.create_future(), threading.Event()
 
+        def set_idle() -> None:
+            if not idle.done():
+                idle.set_result(None)
+
         def hold() -> None:
-            loop.call_soon_threadsafe(lambda: idle.done() or idle.set_result(None))
+            loop.call_soon_threadsafe(set_idle)
             release.wait(60)
 
         held = asyncio.ensure_future(self.run_db(hold))
@@ -368,7 +376,7 @@ class OutboxSender:
         with self.engine.connect() as connection:
             sqlite = connection.dialect.name == "sqlite"
             if sqlite:
-                pages = int(connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar())
+                pages = int(connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one())
                 connection.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
             try:
                 mark_handed(connection, row_id)
