@@ -58,22 +58,54 @@ def open_dossier(session: Session, mail: ParsedMail, subject: SubjectInfo, forms
 
 
 def _contacts(session: Session, dossier: Dossier) -> set[str]:
-    """The dossier's contact addresses, read once per session (a mail's transaction) and kept
-    up to date by link_contact: a mail asks about them several times."""
+    """The dossier's linked addresses, read once per session (a mail's transaction) and kept
+    up to date by link_contact: a mail asks about them several times. Contacts of record (named
+    in a form only) are not among them."""
     known = session.info.setdefault("contacts", {})
     if dossier.id not in known:
-        known[dossier.id] = set(session.exec(select(Contact.email).where(Contact.dossier_id == dossier.id)))
+        known[dossier.id] = set(session.exec(select(Contact.email).where(Contact.dossier_id == dossier.id,
+                                                                         Contact.linked == True)))  # noqa: E712
     return known[dossier.id]
 
 
+def _contact(session: Session, dossier: Dossier, email: str) -> Contact | None:
+    return session.exec(select(Contact).where(Contact.dossier_id == dossier.id, Contact.email == email)).first()
+
+
 def link_contact(session: Session, dossier: Dossier, email: str, role: str) -> bool:
+    """Link `email` to the dossier: it may receive the dossier's details and reminders. Only for
+    an address that wrote to the dossier (its sender, a colleague) or that a person confirmed.
+    A contact of record keeps its role. True when the address was not linked before."""
     email = email.lower()
     contacts = _contacts(session, dossier)
     if email in contacts:
         return False
-    session.add(Contact(dossier_id=dossier.id, email=email, role=role))
+    row = _contact(session, dossier, email)
+    if row is None:
+        session.add(Contact(dossier_id=dossier.id, email=email, role=role, linked=True))
+    else:
+        row.linked = True
+        session.add(row)
     contacts.add(email)
     return True
+
+
+def record_contact(session: Session, dossier: Dossier, email: str, role: str) -> bool:
+    """An address an order form names (business, technical, billing): a contact of record, kept
+    with its role but not linked, so that naming an address in a form earns it nothing. True
+    when it is new to the dossier."""
+    email = email.lower()
+    if email in _contacts(session, dossier) or _contact(session, dossier, email) is not None:
+        return False
+    session.add(Contact(dossier_id=dossier.id, email=email, role=role, linked=False))
+    return True
+
+
+def linked_contacts(session: Session, dossier: Dossier) -> list[str]:
+    """The linked addresses, the first linked (the sender who opened the dossier) first."""
+    return list(session.exec(select(Contact.email).where(Contact.dossier_id == dossier.id,
+                                                         Contact.linked == True)  # noqa: E712
+                             .order_by(Contact.id)))
 
 
 def is_colleague(session: Session, dossier: Dossier, email: str, public_domains: frozenset[str]) -> bool:
@@ -174,7 +206,7 @@ def _apply_form(session, dossier, form: FormCheck, at, settings, calendars, mess
     dossier.enterprise_number = values.get("enterprise_number") or dossier.enterprise_number
     for field_id, role in CONTACT_FIELDS.items():
         if values.get(field_id):
-            link_contact(session, dossier, values[field_id], role)
+            record_contact(session, dossier, values[field_id], role)
     if form.complete:
         dossier.form_status = "complete"
         event("form_complete", form.file)
