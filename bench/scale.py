@@ -164,7 +164,7 @@ class Builder:
             row = self.rows[Dossier][-1]
             for role, address in (("sender", sender), ("business", f"finances@{commune}.be"),
                                   ("technical", f"it{n}@{commune}.be"))[: rnd.choice((1, 2, 3, 3))]:
-                self.add(Contact, dossier_id=d, email=address, role=role)
+                self.add(Contact, dossier_id=d, email=address, role=role, linked=role == "sender")
             self.event(d, opened, "dossier_opened", f"project from {sender}")
             last = opened
             if finished:

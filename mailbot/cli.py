@@ -235,12 +235,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_mark(args: argparse.Namespace) -> int:
-    """A person marks a step of a dossier done; its deadline is met."""
+    """A person marks a step of a dossier done (its deadline is met), or confirms or rejects the
+    changed payment details or contacts an order form waits with."""
     import datetime as dt
     import getpass
 
     from sqlmodel import Session, select
 
+    from mailbot.calendar import load_calendars
     from mailbot.dossiers.process import mark_done
     from mailbot.store.models import Dossier
 
@@ -250,7 +252,8 @@ def cmd_mark(args: argparse.Namespace) -> int:
         dossier = session.exec(select(Dossier).where(Dossier.reference == args.dossier.upper())).first()
         if dossier is None:
             raise MailbotError(f"no dossier {args.dossier}")
-        print(mark_done(session, dossier, args.step, dt.datetime.now(dt.timezone.utc), args.by or getpass.getuser()))
+        print(mark_done(session, dossier, args.step, dt.datetime.now(dt.timezone.utc), args.by or getpass.getuser(),
+                        settings=settings, calendars=load_calendars(settings.files.calendars)))
         session.commit()
     return 0
 
@@ -333,10 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                      help="how long to wait for each server (default 10)")
     doc.set_defaults(func=cmd_doctor)
-    mark = sub.add_parser("mark", help="mark a dossier's step done by hand (its deadline is met)")
+    mark = sub.add_parser("mark", help="mark a dossier's step done by hand (its deadline is met), or confirm or "
+                                       "reject the changed payment details or contacts its order form waits with")
     mark.add_argument("dossier", help="the dossier reference, e.g. EPAY-2027-0042")
-    mark.add_argument("step", choices=["prevalidated", "access_sent"])
-    mark.add_argument("--by", help="who marks it (default: the user running the command)")
+    mark.add_argument("step", choices=["prevalidated", "access_sent", "confirm-changes", "reject-changes"])
+    mark.add_argument("--by", help="who marks or decides it (default: the user running the command)")
     mark.add_argument("--config", help="configuration file (default: the sandbox's, and its database)")
     mark.add_argument("--db", help="database URL (default: the configuration's)")
     mark.set_defaults(func=cmd_mark)

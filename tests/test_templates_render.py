@@ -14,8 +14,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "mailbot" / "templates"
 
-CLIENT = ("form_incomplete", "form_complete", "form_missing", "signed_incomplete", "signed_received", "reminder")
-STAFF_EN = ("warning", "escalation", "needs_human")
+CLIENT = ("form_incomplete", "form_complete", "form_missing", "signed_incomplete", "signed_received", "reminder",
+          "change_to_confirm")
+STAFF_EN = ("warning", "escalation", "needs_human", "change_to_confirm")
 PAIRS = ([(p, lang) for p in CLIENT for lang in ("fr", "nl")]
          + [(p, "en") for p in STAFF_EN]
          + [("digest", lang) for lang in ("en", "fr", "nl")])
@@ -105,6 +106,14 @@ def client_contexts(purpose: str, language: str) -> list[dict]:
                 {"waiting": ["convention"], "days": 1},
                 {"waiting": ["signed_order_form", "id_copy"], "days": 7},
                 {"waiting": ["order_form"], "days": 3}]
+    if purpose == "change_to_confirm":
+        label = {"fr": "IBAN du compte de versement", "nl": "IBAN van de rekening voor uitbetaling"}[language]
+        iban = NS(field="settlement_iban", label=label, old="BE71 •••• •••• 6769", new="BE71 •••• •••• 6760")
+        tech = NS(field="technical_contact_email", label="e-mail <tech>", old=None, new="it@exemple.be")
+        return [{"sender": "marie.dubois@exemple.be", "filename": FILENAME[language], "changes": [iban],
+                 "problems": []},
+                {"sender": "marie.dubois@exemple.be", "filename": FILENAME[language], "changes": [iban, tech],
+                 "problems": [p.message for p in PROBLEMS[language]]}]
     raise AssertionError(purpose)
 
 
@@ -125,6 +134,14 @@ def staff_contexts(purpose: str, language: str) -> list[dict]:
         return [{"mail": mail, "reason": "a mail outside any dossier", "_dossier": None},
                 {"mail": NS(**{**vars(mail), "mailboxes": ["worldline", "bosa"], "kind": "submission"}),
                  "reason": "a sender not linked to the dossier wrote; the bot tells strangers nothing", "_dossier": d}]
+    if purpose == "change_to_confirm":
+        iban = NS(field="settlement_iban", label="IBAN du compte de versement", old="BE71 0961 2345 6769",
+                  new="BE71 0961 2345 6760")
+        sign = NS(field="signatory_name", label="Nom de la personne mandatée", old=None, new="Jean <Faux>")
+        return [{"sender": "marie.dubois@exemple.be", "filename": "bdc.xlsx", "changes": [iban], "problems": [],
+                 "notified": ["marie.dubois@exemple.be"]},
+                {"sender": "x@exemple.be", "filename": "bdc.xlsx", "changes": [iban, sign],
+                 "problems": ["« Code postal » est vide."], "notified": []}]
     if purpose == "digest":
         full = {
             "team": "worldline", "date": "2027-01-12",
@@ -156,19 +173,23 @@ def staff_contexts(purpose: str, language: str) -> list[dict]:
             "shadow": [NS(purpose="form_incomplete", to="marie.dubois@namur.be",
                           subject="RE: [EPAY-2027-0001] BOSA M1036 - Bon de commande – Ville de Namur",
                           dossier="EPAY-2027-0001")],
+            "changes_to_confirm": [NS(reference="EPAY-2027-0001", project_name="Ville de Namur <parking>",
+                                      fields=["settlement_iban", "technical_contact_email"],
+                                      sender="marie.dubois@namur.be", since="2027-01-11 16:02")],
         }
         empty = {"team": "bosa", "date": "2027-01-13", "new_dossiers": [], "dossiers": [], "due_today": [],
-                 "overdue": [], "missing_bosa_copy": [], "needs_person": [], "shadow": []}
+                 "overdue": [], "missing_bosa_copy": [], "needs_person": [], "shadow": [], "changes_to_confirm": []}
         return [full | {"_dossier": None}, empty | {"_dossier": None}]
     raise AssertionError(purpose)
 
 
 def cases():
     for purpose, language in PAIRS:
-        contexts = client_contexts(purpose, language) if purpose in CLIENT else staff_contexts(purpose, language)
+        client = purpose in CLIENT and language != "en"  # change_to_confirm goes to both, staff's in English
+        contexts = client_contexts(purpose, language) if client else staff_contexts(purpose, language)
         for i, extra in enumerate(contexts):
             extra = dict(extra)  # noqa: PLW2901 - a copy, changed below
-            d = extra.pop("_dossier") if "_dossier" in extra else (dossier(language) if purpose in CLIENT
+            d = extra.pop("_dossier") if "_dossier" in extra else (dossier(language) if client
                                                                   else dossier("fr"))
             ctx = {"dossier": d, "language": language, "now": NOW} | extra
             yield pytest.param(purpose, language, ctx, id=f"{purpose}.{language}-{i}")
@@ -187,7 +208,7 @@ def render(purpose: str, language: str, ctx: dict) -> tuple[str, str]:
 def test_every_template_file_exists():
     names = {p.name for p in TEMPLATES.iterdir()}
     expected = {f"{p}.{lang}.{ext}" for p, lang in PAIRS for ext in ("txt", "html")}
-    assert len(expected) == 36
+    assert len(expected) == 42
     assert expected <= names, sorted(expected - names)
     assert "_layout.html" in names
 
@@ -211,7 +232,7 @@ def test_renders(purpose, language, ctx):
     if language in SIGNATURE:
         other = SIGNATURE[OTHER[language]]
         assert other not in text and other not in html, "no signature of the other language"
-    if purpose in CLIENT:
+    if purpose in CLIENT and language != "en":
         assert SIGNATURE[language] in text
         assert SIGNATURE[language].replace("'", "&#39;") in html
     else:  # staff notes carry no client signature
@@ -278,12 +299,26 @@ def test_signed_incomplete_names_a_file_that_came_but_cannot_be_used(language, s
 def test_codes_are_translated():
     ctx = dict(CASES[[c.id for c in CASES].index("digest.nl-0")].values[2])
     text, html = render("digest", "nl", ctx)
-    for code in ("prevalidation", "form_complete", "signed_received", "order_form", "corrected_order_form"):
+    for code in ("prevalidation", "form_complete", "signed_received", "order_form", "corrected_order_form",
+                 "settlement_iban", "technical_contact_email"):
         assert code not in text and code not in html
     assert "voorvalidatie van de bestelbon" in text and "EPAY-2027-0007" in html
     empty = dict(CASES[[c.id for c in CASES].index("digest.fr-1")].values[2])
     text, html = render("digest", "fr", empty)
     assert "aucun" in text and "aucun" in html and "shadow" not in text.lower()
+
+
+def test_change_to_confirm_shows_what_it_is_given():
+    """The client's text shows the values as given (plan.py masks the IBAN), old and new."""
+    ctx = dict(CASES[[c.id for c in CASES].index("change_to_confirm.fr-1")].values[2])
+    text, html = render("change_to_confirm", "fr", ctx)
+    assert "« BE71 •••• •••• 6760 » au lieu de « BE71 •••• •••• 6769 »" in text
+    assert "« it@exemple.be »" in text and "marie.dubois@exemple.be" in text
+    assert "e-mail &lt;tech&gt;" in html and "<tech>" not in html
+    staff = dict(CASES[[c.id for c in CASES].index("change_to_confirm.en-0")].values[2])
+    text, html = render("change_to_confirm", "en", staff)
+    assert "BE71 0961 2345 6769 -> BE71 0961 2345 6760" in text
+    assert "mailbot mark EPAY-2027-0001 confirm-changes" in text and "reject-changes" in html
 
 
 def test_subject_is_one_short_line():

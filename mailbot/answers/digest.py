@@ -8,14 +8,14 @@ from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from mailbot.answers.render import Renderer
 from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
 from mailbot.dossiers.state import stage, waiting_for
 from mailbot.outbox import Draft, shadow_since
-from mailbot.store.models import Deadline, Dossier, Message, Sighting
+from mailbot.store.models import Deadline, Dossier, Message, PendingChange, Sighting
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 
@@ -68,6 +68,15 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
             ref = dossier.reference if dossier else None
             needs_person.append(SimpleNamespace(subject=m.subject, sender=m.sender or "", received=_day(m.received_at),
                                                 reason=reason, dossier=ref))
+    changes_to_confirm = []
+    for change in session.exec(select(PendingChange).where(PendingChange.state == "pending")
+                               .order_by(col(PendingChange.id))).all():
+        dossier = by_id.get(change.dossier_id) or session.get(Dossier, change.dossier_id)
+        assert dossier is not None  # a pending change's dossier (foreign key)
+        cause = session.get(Message, change.message_pk)
+        changes_to_confirm.append(SimpleNamespace(
+            reference=dossier.reference, project_name=dossier.project_name, fields=change.fields.split(","),
+            sender=(cause.sender if cause is not None else None) or "?", since=_day(change.created_at)))
     shadow = [SimpleNamespace(purpose=o.purpose, to=", ".join(json.loads(o.recipients)), subject=o.subject,
                               dossier=json.loads(o.detail).get("dossier"))
               for o in shadow_since(session, since)]
@@ -79,7 +88,7 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
         "dossiers": rows, "due_today": due_today, "overdue": overdue,
         "missing_bosa_copy": [SimpleNamespace(reference=d.reference, project_name=d.project_name)
                               for d in dossiers if d.bosa_copy_missing],
-        "needs_person": needs_person, "shadow": shadow,
+        "needs_person": needs_person, "shadow": shadow, "changes_to_confirm": changes_to_confirm,
     }
 
 
@@ -103,7 +112,7 @@ def digest_draft(session: Session, team: str, now: dt.datetime, settings: Settin
     context = digest_context(session, team, now, calendar)
     rendered = renderer.render("digest", box.language, context)
     counts = {k: len(context[k]) for k in ("new_dossiers", "dossiers", "due_today", "overdue", "missing_bosa_copy",
-                                           "needs_person", "shadow")}
+                                           "needs_person", "shadow", "changes_to_confirm")}
     return Draft("digest", settings.mailboxes[settings.answers.from_mailbox].address, (box.address,), (),
                  rendered, rendered.subject, None, None, None, (), {"team": team, "counts": counts},
                  client_mail=False)

@@ -54,7 +54,7 @@ def answer_draft(answer: Answer, u: Understanding, msg_pk: int, at: dt.datetime,
     base: dict[str, Any] = {"dossier": dossier_view(dossier), "now": _now(at)}
     rendered = renderer.render(answer.purpose, client_language(u, words), base | dict(answer.data))
     cc = (settings.mailboxes["bosa"].address,) if answer.cc_bosa else ()
-    return Draft(answer.purpose, _from(settings), (answer.to,), cc, rendered,
+    return Draft(answer.purpose, _from(settings), (answer.to, *answer.also_to), cc, rendered,
                  thread_subject(u.subject, dossier.reference, rendered.subject),
                  dossier.id, msg_pk, u.mail.message_id,
                  (*u.mail.references, *([u.mail.message_id] if u.mail.message_id else [])),
@@ -63,16 +63,21 @@ def answer_draft(answer: Answer, u: Understanding, msg_pk: int, at: dt.datetime,
 
 def note_draft(note: StaffNote, u: Understanding, msg_pk: int, at: dt.datetime, settings: Settings,
                renderer: Renderer) -> Draft:
-    """A triage note to the staff of the mailbox the mail came into."""
+    """A triage note to the staff of the mailbox the mail came into, or a note of another purpose
+    (a held change) with its own data."""
     box = settings.mailboxes[note.team]
     mail = SimpleNamespace(subject=u.mail.subject, sender=u.mail.sender or "(none)", mailboxes=[note.team],
                            kind=u.kind, received=_now(at))
-    rendered = renderer.render(Purpose.NEEDS_HUMAN, "en", {"dossier": dossier_view(u.dossier), "now": _now(at),
-                                                            "mail": mail, "reason": note.reason})
+    rendered = renderer.render(note.purpose, "en", {"dossier": dossier_view(u.dossier), "now": _now(at),
+                                                    "mail": mail, "reason": note.reason} | dict(note.data))
     ref = u.dossier.reference if u.dossier else None
-    subject = (f"[mailbot] needs a person: {u.mail.subject[:120]}" if not ref
-               else f"[{ref}] [mailbot] needs a person: {u.mail.subject[:100]}")
-    return Draft(Purpose.NEEDS_HUMAN, _from(settings), (box.address,), (),
+    if note.purpose != Purpose.NEEDS_HUMAN:
+        subject = f"[{ref}] [mailbot] {rendered.subject}" if ref else f"[mailbot] {rendered.subject}"
+    elif not ref:
+        subject = f"[mailbot] needs a person: {u.mail.subject[:120]}"
+    else:
+        subject = f"[{ref}] [mailbot] needs a person: {u.mail.subject[:100]}"
+    return Draft(note.purpose, _from(settings), (box.address,), (),
                  rendered, subject, u.dossier.id if u.dossier else None, msg_pk, None, (),
                  {"dossier": ref, "reason": note.reason}, client_mail=False)
 

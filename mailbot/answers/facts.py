@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlmodel import Session, col, select
 
 from mailbot.answers.purposes import Purpose
-from mailbot.dossiers.process import is_linked
+from mailbot.dossiers.process import is_linked, linked_contacts
 from mailbot.mail.model import ParsedMail
 from mailbot.store.models import OutboxMail
 from mailbot.understanding import Understanding
@@ -31,6 +31,8 @@ class Facts:
     # understanding's `unlinked_sender`, and the privacy rule wants both.
     linked: bool
     replied_to: RepliedTo | None
+    # The dossier's linked addresses (not its contacts of record): who hears of a held change.
+    linked_contacts: tuple[str, ...] = ()
 
 
 def read_facts(session: Session, u: Understanding, at: dt.datetime) -> Facts:
@@ -38,7 +40,9 @@ def read_facts(session: Session, u: Understanding, at: dt.datetime) -> Facts:
     answer = replied_answer(session, u.mail)
     replied = None if answer is None else \
         RepliedTo(Purpose(answer.purpose), (at - (answer.sent_at or answer.created_at)).total_seconds())
-    return Facts(linked, replied)
+    held = u.change is not None and u.change.held is not None
+    contacts = tuple(linked_contacts(session, u.dossier)) if held and u.dossier is not None else ()
+    return Facts(linked, replied, contacts)
 
 
 def replied_answer(session: Session, mail: ParsedMail) -> OutboxMail | None:

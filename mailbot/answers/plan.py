@@ -6,9 +6,12 @@ facts read from the store before: answers/facts.py) and decides, or leaves it to
     robot mail -> staff mail -> unrelated mail -> must not answer (policy.py) -> stranger
     -> a client's question -> an echo of the bot's own answer -> the documents' answers
 
-Privacy: dossier details go only to addresses linked to the dossier (the original sender and the
-contacts its order form names); anyone else gets nothing, and staff get a `needs_human` note
-instead. Rendering the intents into mails is answers/drafts.py's job; queueing them, the pipeline's.
+Privacy: dossier details go only to addresses linked to the dossier (the original sender, a
+colleague who wrote, an address a person confirmed; not the contacts an order form merely names);
+anyone else gets nothing, and staff get a `needs_human` note instead. An order form whose changes
+are held for a person (dossiers/process.py) is told, whatever the rule that decides, to the
+dossier's linked contacts and to staff: `held_change`. Rendering the intents into mails is
+answers/drafts.py's job; queueing them, the pipeline's.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from mailbot.answers.policy import echo_reason, no_answer_reason
 from mailbot.answers.purposes import Purpose
 from mailbot.config import Settings
 from mailbot.forms import FormCheck, FormRules
-from mailbot.forms.changes import compare
+from mailbot.forms.changes import compare, mask_iban
 from mailbot.mail.documents import DocumentRules
 from mailbot.mail.kinds import Kind, KindCode
 from mailbot.mail.robots import RobotRules
@@ -44,13 +47,16 @@ class Answer:
     cc_bosa: bool
     data: Mapping[str, Any]  # what its template shows, besides the dossier and the time
     detail: Mapping[str, Any] = field(default_factory=dict)  # recorded with the outbox mail
+    also_to: tuple[str, ...] = ()  # more linked contacts, in the same mail
 
 
 @dataclass(frozen=True)
 class StaffNote:
-    """A `needs_human` note to the staff of `team`, the watched mailbox the mail came into."""
+    """A note to the staff of `team` (the watched mailbox the mail came into, for `needs_human`)."""
     team: str
     reason: str
+    purpose: Purpose = Purpose.NEEDS_HUMAN
+    data: Mapping[str, Any] = field(default_factory=dict)  # what a purpose other than needs_human shows
 
 
 Intent = Silence | Answer | StaffNote
@@ -137,11 +143,55 @@ RULES: tuple[Rule, ...] = (robot_mail, staff_mail, unrelated_mail, must_not_answ
 
 
 def decide(case: Case, rules: tuple[Rule, ...] = RULES) -> tuple[Intent, ...]:
-    """The first rule that decides, decides; `documents`, last, always does."""
+    """The first rule that decides, decides; `documents`, last, always does. A held change is
+    told whatever the rule (a staff or an auto-submitted mail may carry the form too)."""
+    alerts = held_change(case)
     for rule in rules:
         if (intents := rule(case)) is not None:
-            return intents
-    return ()
+            return (*intents, *alerts)
+    return alerts
+
+
+# The staff who hear of a held change: Worldline encodes the IBAN (BOSA sees it in its digest).
+CHANGE_TEAM = "worldline"
+
+
+def held_change(c: Case) -> tuple[Intent, ...]:
+    """An order form that changes payment details or contacts and waits for a person: the
+    dossier's linked contacts (never the addresses the form brings) hear what changed and from
+    which address, the IBAN masked; staff get it in full, with the command that decides."""
+    u = c.understanding
+    change = u.change
+    held = change.held if change is not None else None
+    if change is None or held is None or change.form is None:
+        return ()
+    form = change.form
+    lang = form.language or (u.dossier.language if u.dossier else None) or "fr"
+
+    def rows(mask: bool) -> list[SimpleNamespace]:
+        return [SimpleNamespace(field=ch.field, label=c.form_rules.label(ch.field, lang),
+                                old=_shown(ch.field, ch.old, mask), new=_shown(ch.field, ch.new, mask))
+                for ch in held.changes]
+
+    fields = [ch.field for ch in held.changes]
+    sender = held.sender or "(unknown)"
+    problems = [p.message for p in form.problems]
+    notified = list(c.facts.linked_contacts)
+    staff = StaffNote(CHANGE_TEAM, f"an order form from {sender} changes {', '.join(fields)}; a person confirms",
+                      Purpose.CHANGE_TO_CONFIRM, {"sender": sender, "filename": form.file, "changes": rows(False),
+                                                  "problems": problems, "notified": notified})
+    if not notified:
+        return (staff,)
+    client = Answer(Purpose.CHANGE_TO_CONFIRM, notified[0], False,
+                    {"sender": sender, "filename": form.file, "changes": rows(True), "problems": problems},
+                    {"fields": fields}, also_to=tuple(notified[1:]))
+    return client, staff
+
+
+def _shown(name: str, value: Any, mask: bool) -> str | None:
+    if value is None or value == "":
+        return None
+    return mask_iban(value) if mask and name == "settlement_iban" else str(value)
 
 
 def team_of(c: Case) -> str:
@@ -154,8 +204,9 @@ def form_answer(c: Case) -> Answer | None:
     dossier, change, to = u.dossier, u.change, u.mail.sender
     assert dossier is not None and to is not None  # `stranger` let through only a linked sender's mail
     form = change.form if change else None
-    if form is not None:
-        return _form_checked(c, form)
+    if change is not None and form is not None:
+        # a held form is not in force: held_change tells of it instead
+        return None if change.held is not None else _form_checked(c, form)
     attempts = u.reading.of("order_form")
     if attempts:
         check = next((d.check for d in attempts if d.check is not None), None)

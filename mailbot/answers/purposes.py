@@ -13,6 +13,9 @@ class Purpose(StrEnum):
     FORM_MISSING = "form_missing"
     SIGNED_RECEIVED = "signed_received"
     SIGNED_INCOMPLETE = "signed_incomplete"
+    # an order form changing payment details or contacts, held for a person: to the dossier's
+    # linked contacts (fr/nl, the IBAN masked) and to staff (en, in full)
+    CHANGE_TO_CONFIRM = "change_to_confirm"
     # to staff, about a mail
     NEEDS_HUMAN = "needs_human"
     # the scheduled ones

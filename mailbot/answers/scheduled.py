@@ -67,8 +67,10 @@ def reminder_drafts(session: Session, now: dt.datetime, settings: Settings, cale
                                        .where(col(OutboxMail.dossier_id).in_(open_ids),
                                               OutboxMail.purpose == "reminder")
                                        .group_by(col(OutboxMail.dossier_id))).all())
-    first_contact = (select(func.min(Contact.id)).where(col(Contact.dossier_id).in_(open_ids))
-                     .group_by(col(Contact.dossier_id)))
+    # Reminders go to the first linked address (the sender who opened the dossier), never to an
+    # address an order form merely names: it never wrote.
+    first_contact = select(func.min(Contact.id)).where(col(Contact.dossier_id).in_(open_ids),
+                                                       Contact.linked == True).group_by(col(Contact.dossier_id))  # noqa: E712
     senders = dict(session.exec(select(Contact.dossier_id, Contact.email)
                                 .where(col(Contact.id).in_(first_contact))).all())
     for dossier in session.exec(select(Dossier).where(Dossier.access_sent == False)):  # noqa: E712

@@ -16,14 +16,21 @@ from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
 from mailbot.dossiers import deadlines
 from mailbot.forms import FormCheck
-from mailbot.forms.changes import compare
+from mailbot.forms.changes import CONFIRMED_FIELDS, FieldChange, changes_to_confirm, compare
 from mailbot.mail.documents import Reading
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.subject import SubjectInfo, project_key
-from mailbot.store.models import Contact, Dossier, Event, FormCheckRecord
+from mailbot.store.models import Contact, Dossier, Event, FormCheckRecord, PendingChange
 
 CONTACT_FIELDS = {"business_contact_email": "business", "technical_contact_email": "technical",
                   "billing_email": "billing"}
+
+
+@dataclass(frozen=True)
+class HeldChange:
+    """An order form recorded but not applied: it changes what a person must confirm first."""
+    changes: tuple[FieldChange, ...]
+    sender: str | None  # the address it came from
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,8 @@ class Change:
     """What one mail did to its dossier (for the answers that follow)."""
     events: tuple[str, ...]
     form: FormCheck | None  # the order form checked in this mail, if any
-    previous_form: FormCheck | None  # the dossier's form before this one, for "what changed"
+    previous_form: FormCheck | None  # the dossier's form in force before this one, for "what changed"
+    held: HeldChange | None = None  # `form` is held until a person confirms it
 
 
 def new_reference(session: Session, prefix: str, at: dt.datetime) -> str:
@@ -59,23 +67,56 @@ def open_dossier(session: Session, mail: ParsedMail, subject: SubjectInfo, forms
 
 
 def _contacts(session: Session, dossier: Dossier) -> set[str]:
-    """The dossier's contact addresses, read once per session (a mail's transaction) and kept
-    up to date by link_contact: a mail asks about them several times."""
+    """The dossier's linked addresses, read once per session (a mail's transaction) and kept
+    up to date by link_contact: a mail asks about them several times. Contacts of record (named
+    in a form only) are not among them."""
     known = session.info.setdefault("contacts", {})
     if dossier.id not in known:
-        known[dossier.id] = set(session.exec(select(Contact.email).where(Contact.dossier_id == dossier.id)))
+        known[dossier.id] = set(session.exec(select(Contact.email).where(Contact.dossier_id == dossier.id,
+                                                                         Contact.linked == True)))  # noqa: E712
     return known[dossier.id]
 
 
+def _contact(session: Session, dossier: Dossier, email: str) -> Contact | None:
+    return session.exec(select(Contact).where(Contact.dossier_id == dossier.id, Contact.email == email)).first()
+
+
 def link_contact(session: Session, dossier: Dossier, email: str, role: str) -> bool:
+    """Link `email` to the dossier: it may receive the dossier's details and reminders. Only for
+    an address that wrote to the dossier (its sender, a colleague) or that a person confirmed.
+    A contact of record keeps its role. True when the address was not linked before."""
     email = email.lower()
     contacts = _contacts(session, dossier)
     if email in contacts:
         return False
     assert dossier.id is not None  # flushed when it was opened
-    session.add(Contact(dossier_id=dossier.id, email=email, role=role))
+    row = _contact(session, dossier, email)
+    if row is None:
+        session.add(Contact(dossier_id=dossier.id, email=email, role=role, linked=True))
+    else:
+        row.linked = True
+        session.add(row)
     contacts.add(email)
     return True
+
+
+def record_contact(session: Session, dossier: Dossier, email: str, role: str) -> bool:
+    """An address an order form names (business, technical, billing): a contact of record, kept
+    with its role but not linked, so that naming an address in a form earns it nothing. True
+    when it is new to the dossier."""
+    email = email.lower()
+    if email in _contacts(session, dossier) or _contact(session, dossier, email) is not None:
+        return False
+    assert dossier.id is not None  # flushed when it was opened
+    session.add(Contact(dossier_id=dossier.id, email=email, role=role, linked=False))
+    return True
+
+
+def linked_contacts(session: Session, dossier: Dossier) -> list[str]:
+    """The linked addresses, the first linked (the sender who opened the dossier) first."""
+    return list(session.exec(select(Contact.email).where(Contact.dossier_id == dossier.id,
+                                                         Contact.linked == True)  # noqa: E712
+                             .order_by(col(Contact.id))))
 
 
 def is_colleague(session: Session, dossier: Dossier, email: str, public_domains: frozenset[str]) -> bool:
@@ -99,15 +140,51 @@ def is_linked(session: Session, dossier: Dossier, email: str | None) -> bool:
     return bool(email and email.lower() in _contacts(session, dossier))
 
 
-def last_form(session: Session, dossier: Dossier) -> FormCheck | None:
-    row = session.exec(select(FormCheckRecord).where(FormCheckRecord.dossier_id == dossier.id)
-                       .order_by(col(FormCheckRecord.id).desc()).limit(1)).first()
-    if row is None:
-        return None
+def _applied_forms(dossier: Dossier):
+    """The dossier's order forms in force or once in force: all but those of a mail whose
+    changes are held, rejected or superseded before a person confirmed them."""
+    held = select(PendingChange.message_pk).where(PendingChange.dossier_id == dossier.id,
+                                                  PendingChange.state != "confirmed")
+    return select(FormCheckRecord).where(FormCheckRecord.dossier_id == dossier.id,
+                                         col(FormCheckRecord.message_pk).not_in(held))
+
+
+def _as_check(row: FormCheckRecord) -> FormCheck:
     from mailbot.forms.checker import Problem
 
     problems = tuple(Problem(f, c, m) for f, c, m in json.loads(row.problems))
     return FormCheck(row.filename, row.complete, row.language, row.version, problems, json.loads(row.values))
+
+
+def _last_form_row(session: Session, dossier: Dossier) -> FormCheckRecord | None:
+    return session.exec(_applied_forms(dossier).order_by(col(FormCheckRecord.id).desc()).limit(1)).first()
+
+
+def last_form(session: Session, dossier: Dossier) -> FormCheck | None:
+    """The order form in force: the dossier's last form, unless its changes wait for a person."""
+    row = _last_form_row(session, dossier)
+    return None if row is None else _as_check(row)
+
+
+def known_values(session: Session, dossier: Dossier) -> dict[str, object]:
+    """Per field a person must confirm a change of, the value of the newest form in force that
+    has one: a form that left the IBAN out by mistake does not make the next one a change."""
+    out: dict[str, object] = {}
+    for row in session.exec(_applied_forms(dossier).order_by(col(FormCheckRecord.id).desc())):
+        values = json.loads(row.values)
+        for name in CONFIRMED_FIELDS:
+            if name not in out and values.get(name) not in (None, ""):
+                out[name] = values[name]
+        if len(out) == len(CONFIRMED_FIELDS):
+            break
+    return out
+
+
+def pending_change(session: Session, dossier: Dossier) -> PendingChange | None:
+    """The changes waiting for a person, if any (one at most: a newer form supersedes them)."""
+    return session.exec(select(PendingChange).where(PendingChange.dossier_id == dossier.id,
+                                                    PendingChange.state == "pending")
+                        .order_by(col(PendingChange.id).desc()).limit(1)).first()
 
 
 def apply_mail(session: Session, dossier: Dossier, *, mail: ParsedMail, kind: str, reading: Reading,
@@ -120,12 +197,23 @@ def apply_mail(session: Session, dossier: Dossier, *, mail: ParsedMail, kind: st
         assert dossier.id is not None  # flushed when it was opened
         session.add(Event(dossier_id=dossier.id, at=at, kind=name, message_pk=message_pk, detail=detail))
 
-    previous = last_form(session, dossier) if reading.of("order_form") else None
-    form = _record_forms(session, dossier, mail, reading, message_pk, at)
+    # What is in force before this mail's forms are recorded: the changes are measured against it.
+    previous_row = _last_form_row(session, dossier) if reading.of("order_form") else None
+    previous = _as_check(previous_row) if previous_row is not None else None
+    known = known_values(session, dossier) if previous_row is not None else {}
+    had_complete = previous_row is not None and _had_complete_form(session, dossier)
+    form, record = _record_forms(session, dossier, mail, reading, message_pk, at)
+    held = None
     if form is not None:
         if previous is not None and (changes := compare(previous, form)):
             event("form_changed", changes.summary())
-        _apply_form(session, dossier, form, at, settings, calendars, message_pk, event)
+        _supersede(session, dossier, at, event)
+        to_confirm = changes_to_confirm(known, form) if had_complete else ()
+        if to_confirm:
+            assert record is not None  # recorded with the form
+            held = _hold(session, dossier, record, previous_row, to_confirm, mail.sender, at, message_pk, event)
+        else:
+            _apply_form(session, dossier, form, at, settings, calendars, message_pk, event)
         if "bosa" not in inboxes and settings.mailboxes["bosa"].address not in {a.email for a in mail.recipients()}:
             dossier.bosa_copy_missing = True
             event("bosa_copy_missing", "the order form came without BOSA's mailbox in copy")
@@ -150,26 +238,59 @@ def apply_mail(session: Session, dossier: Dossier, *, mail: ParsedMail, kind: st
         event("reply_received", mail.subject[:200])
     dossier.updated_at = at
     session.add(dossier)
-    return Change(tuple(events), form, previous)
+    return Change(tuple(events), form, previous, held)
+
+
+def _had_complete_form(session: Session, dossier: Dossier) -> bool:
+    complete = _applied_forms(dossier).where(FormCheckRecord.complete == True)  # noqa: E712
+    return session.exec(complete.limit(1)).first() is not None
+
+
+def _hold(session: Session, dossier: Dossier, record: FormCheckRecord, base: FormCheckRecord | None,
+          changes: tuple[FieldChange, ...], sender: str | None, at: dt.datetime, message_pk: int,
+          event) -> HeldChange:
+    """Record the form's changes for a person to confirm; the dossier keeps the form in force."""
+    session.flush()  # the record's id
+    assert dossier.id is not None and record.id is not None  # given by the flush
+    fields = [c.field for c in changes]
+    session.add(PendingChange(dossier_id=dossier.id, message_pk=message_pk, form_check_id=record.id,
+                              base_form_check_id=base.id if base is not None else None, fields=",".join(fields),
+                              created_at=at))
+    event("changes_held", f"{', '.join(fields)} changed by an order form from {sender or 'an unknown sender'}: "
+                          f"the dossier keeps the earlier values until a person confirms "
+                          f"(mailbot mark {dossier.reference} confirm-changes)")
+    return HeldChange(changes, sender)
+
+
+def _supersede(session: Session, dossier: Dossier, at: dt.datetime, event) -> None:
+    """A newer order form replaces the changes waiting for a person: the newer one is measured
+    against the form in force, and held in turn if it changes what must be confirmed."""
+    for change in session.exec(select(PendingChange).where(PendingChange.dossier_id == dossier.id,
+                                                           PendingChange.state == "pending")):
+        change.state, change.decided_at, change.decided_by = "superseded", at, "a newer order form"
+        session.add(change)
+        event("changes_superseded",
+              f"the held changes ({change.fields.replace(',', ', ')}) replaced by a newer order form")
 
 
 def _record_forms(session: Session, dossier: Dossier, mail: ParsedMail, reading: Reading, message_pk: int,
-                  at: dt.datetime) -> FormCheck | None:
+                  at: dt.datetime) -> tuple[FormCheck | None, FormCheckRecord | None]:
     """Store every usable form check; the dossier follows the last one."""
-    latest = None
+    latest, record = None, None
     for doc in reading.of("order_form"):
         if doc.check is None or not doc.usable:
             continue
         check = doc.check
         problems = [[p.field, p.code, p.message] for p in check.problems]
-        session.add(FormCheckRecord(message_pk=message_pk, dossier_id=dossier.id, filename=check.file,
-                                    sha256=mail.attachments[doc.index].sha256, complete=check.complete,
-                                    language=check.language,
-                                    version=check.version, problems=json.dumps(problems, ensure_ascii=False),
-                                    values=json.dumps(check.values, ensure_ascii=False, default=str),
-                                    checked_at=at))
+        record = FormCheckRecord(message_pk=message_pk, dossier_id=dossier.id, filename=check.file,
+                                 sha256=mail.attachments[doc.index].sha256, complete=check.complete,
+                                 language=check.language,
+                                 version=check.version, problems=json.dumps(problems, ensure_ascii=False),
+                                 values=json.dumps(check.values, ensure_ascii=False, default=str),
+                                 checked_at=at)
+        session.add(record)
         latest = check
-    return latest
+    return latest, record
 
 
 def _apply_form(session, dossier, form: FormCheck, at, settings, calendars, message_pk, event) -> None:
@@ -179,7 +300,7 @@ def _apply_form(session, dossier, form: FormCheck, at, settings, calendars, mess
     dossier.enterprise_number = values.get("enterprise_number") or dossier.enterprise_number
     for field_id, role in CONTACT_FIELDS.items():
         if values.get(field_id):
-            link_contact(session, dossier, values[field_id], role)
+            record_contact(session, dossier, values[field_id], role)
     if form.complete:
         dossier.form_status = "complete"
         event("form_complete", form.file)
@@ -212,11 +333,17 @@ def _apply_staff(session, dossier, at, message_pk, party: str | None, event) -> 
     event("staff_mail", f"from {party or 'staff'}")
 
 
-STEPS_A_PERSON_MARKS = ("prevalidated", "access_sent")
+STEPS_A_PERSON_MARKS = ("prevalidated", "access_sent", "confirm-changes", "reject-changes")
 
 
-def mark_done(session: Session, dossier: Dossier, step: str, at: dt.datetime, who: str) -> str:
-    """A person marks a step done (Worldline confirmed by phone, say): the deadline is met."""
+def mark_done(session: Session, dossier: Dossier, step: str, at: dt.datetime, who: str, *,
+              settings: Settings | None = None, calendars: dict[str, BusinessCalendar] | None = None) -> str:
+    """A person marks a step done (Worldline confirmed by phone, say): the deadline is met; or
+    decides on the changes an order form waits with (`settings` and `calendars` needed then)."""
+    if step in ("confirm-changes", "reject-changes"):
+        if settings is None or calendars is None:
+            raise ValueError(f"{step} needs the settings and the calendars")
+        return decide_changes(session, dossier, step == "confirm-changes", at, who, settings, calendars)
     if step == "prevalidated":
         if dossier.prevalidated:
             return "already prevalidated"
@@ -234,3 +361,41 @@ def mark_done(session: Session, dossier: Dossier, step: str, at: dt.datetime, wh
     dossier.updated_at = at
     session.add(dossier)
     return f"{dossier.reference}: {step.replace('_', ' ')}, marked by {who}"
+
+
+def decide_changes(session: Session, dossier: Dossier, confirm: bool, at: dt.datetime, who: str, settings: Settings,
+                   calendars: dict[str, BusinessCalendar]) -> str:
+    """A person confirms the held changes (the form comes into force as if it had just come, and
+    the contact addresses it changed are linked: a person vouched for them) or rejects them
+    (the dossier keeps the form in force). Only `mailbot mark` does this, never a mail: a
+    forged mail is exactly what the hold is for."""
+    change = pending_change(session, dossier)
+    if change is None:
+        return f"{dossier.reference}: no changed payment details or contacts to confirm"
+    fields = change.fields.replace(",", ", ")
+    change.state = "confirmed" if confirm else "rejected"
+    change.decided_at, change.decided_by = at, who
+    session.add(change)
+
+    assert dossier.id is not None  # a dossier read from the store
+    dossier_id = dossier.id
+
+    def event(name: str, detail: str = "") -> None:
+        session.add(Event(dossier_id=dossier_id, at=at, kind=name, detail=detail))
+
+    if confirm:
+        event("changes_confirmed", f"{fields}: confirmed by {who}")
+        record = session.get(FormCheckRecord, change.form_check_id)
+        assert record is not None  # a pending change keeps its form record (foreign key)
+        form = _as_check(record)
+        _apply_form(session, dossier, form, at, settings, calendars, None, event)
+        for name in change.fields.split(","):
+            if name in CONTACT_FIELDS and form.values.get(name):
+                link_contact(session, dossier, form.values[name], CONTACT_FIELDS[name])
+        done = "confirmed by {}: the order form that brought them is in force"
+    else:
+        event("changes_rejected", f"{fields}: rejected by {who}; the dossier keeps the earlier values")
+        done = "rejected by {}: the dossier keeps the earlier values"
+    dossier.updated_at = at
+    session.add(dossier)
+    return f"{dossier.reference}: changes to {fields} " + done.format(who)

@@ -62,12 +62,15 @@ class Dossier(SQLModel, table=True):
 
 
 class Contact(SQLModel, table=True):
-    """An address linked to a dossier: may receive its details."""
+    """An address of a dossier. Only a linked one may receive its details (and reminders): the
+    sender who opened it, a colleague who wrote, or an address a person confirmed. The addresses
+    an order form merely names are contacts of record, not linked (migration 0006)."""
     __table_args__ = (UniqueConstraint("dossier_id", "email"),)
     id: int | None = Field(default=None, primary_key=True)
     dossier_id: int = Field(foreign_key="dossier.id", index=True)
     email: str = Field(index=True)
-    role: str  # sender | business | technical | billing
+    role: str  # sender | colleague | business | technical | billing
+    linked: bool = False
 
 
 class Message(SQLModel, table=True):
@@ -144,6 +147,25 @@ class Event(SQLModel, table=True):
     kind: str
     message_pk: int | None = Field(default=None, foreign_key="message.id")
     detail: str = ""
+
+
+class PendingChange(SQLModel, table=True):
+    """A later order form that changes payment details or contacts (forms/changes.py
+    CONFIRMED_FIELDS) of a dossier that had a complete form: held, not applied, until a person
+    confirms it (`mailbot mark REF confirm-changes`) or rejects it. The values are read from the
+    two forms' records, so that this row holds no personal data of its own (migration 0006)."""
+    __tablename__ = "pending_change"
+    __table_args__ = (Index("ix_pending_change_dossier_state", "dossier_id", "state"),)
+    id: int | None = Field(default=None, primary_key=True)
+    dossier_id: int = Field(foreign_key="dossier.id")
+    message_pk: int = Field(foreign_key="message.id")  # the mail whose order form is held
+    form_check_id: int = Field(foreign_key="form_check.id")  # the held form
+    base_form_check_id: int | None = Field(default=None, foreign_key="form_check.id")  # the form in force then
+    fields: str  # comma-separated field ids, in the form's order
+    state: str = "pending"  # pending | confirmed | rejected | superseded (a newer form came)
+    created_at: dt.datetime = Field(sa_column=_utc())
+    decided_at: dt.datetime | None = Field(default=None, sa_column=_utc_null())
+    decided_by: str = ""  # the person (confirmed, rejected) or "a newer order form"
 
 
 class Deadline(SQLModel, table=True):
