@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, func, select
 
+from mailbot.addresses import normalise_address
 from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
 from mailbot.dossiers import deadlines
@@ -20,7 +21,7 @@ from mailbot.forms.changes import compare
 from mailbot.mail.documents import Reading
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.subject import SubjectInfo, project_key
-from mailbot.store.models import Contact, Dossier, Event, FormCheckRecord
+from mailbot.store.models import Contact, Dossier, Event, FormCheckRecord, Message
 
 CONTACT_FIELDS = {"business_contact_email": "business", "technical_contact_email": "technical",
                   "billing_email": "billing"}
@@ -57,22 +58,39 @@ def open_dossier(session: Session, mail: ParsedMail, subject: SubjectInfo, forms
     return dossier
 
 
+def new_dossier_limit(session: Session, sender: str | None, at: dt.datetime, limit: int) -> str | None:
+    """Why a mail from `sender` may not open one more dossier (it opened `limit` in the last 24
+    hours, its address compared normalised; mail with no usable sender counts as one sender),
+    or None."""
+    since = at - dt.timedelta(days=1)
+    openers = session.exec(select(Message.sender).join(Event, Event.message_pk == Message.id)
+                           .join(Dossier, Dossier.id == Event.dossier_id)
+                           .where(Dossier.opened_at > since, Event.kind == "dossier_opened")).all()
+    who = normalise_address(sender) if sender else None
+    if sum(1 for s in openers if (normalise_address(s) if s else None) == who) >= limit:
+        return (f"limit: {limit} dossiers opened for {sender or 'mail with no usable sender'} in the last 24 hours; "
+                "filed in no dossier")
+    return None
+
+
 def _contacts(session: Session, dossier: Dossier) -> set[str]:
-    """The dossier's contact addresses, read once per session (a mail's transaction) and kept
-    up to date by link_contact: a mail asks about them several times."""
+    """The dossier's contact addresses, normalised (one person however the address is written),
+    read once per session (a mail's transaction) and kept up to date by link_contact: a mail
+    asks about them several times."""
     known = session.info.setdefault("contacts", {})
     if dossier.id not in known:
-        known[dossier.id] = set(session.exec(select(Contact.email).where(Contact.dossier_id == dossier.id)))
+        known[dossier.id] = {normalise_address(e) for e in
+                             session.exec(select(Contact.email).where(Contact.dossier_id == dossier.id))}
     return known[dossier.id]
 
 
 def link_contact(session: Session, dossier: Dossier, email: str, role: str) -> bool:
     email = email.lower()
     contacts = _contacts(session, dossier)
-    if email in contacts:
+    if normalise_address(email) in contacts:
         return False
     session.add(Contact(dossier_id=dossier.id, email=email, role=role))
-    contacts.add(email)
+    contacts.add(normalise_address(email))
     return True
 
 
@@ -93,7 +111,7 @@ def record_unlinked(session: Session, dossier: Dossier, reading: Reading, messag
 
 
 def is_linked(session: Session, dossier: Dossier, email: str | None) -> bool:
-    return bool(email) and email.lower() in _contacts(session, dossier)
+    return bool(email) and normalise_address(email) in _contacts(session, dossier)
 
 
 def last_form(session: Session, dossier: Dossier) -> FormCheck | None:
