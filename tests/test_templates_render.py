@@ -156,9 +156,11 @@ def staff_contexts(purpose: str, language: str) -> list[dict]:
             "shadow": [NS(purpose="form_incomplete", to="marie.dubois@namur.be",
                           subject="RE: [EPAY-2027-0001] BOSA M1036 - Bon de commande – Ville de Namur",
                           dossier="EPAY-2027-0001")],
+            "dormant": [NS(reference="EPAY-2027-0004", project_name="Gemeente Zaventem", since="2027-01-12 08:30",
+                           waiting=[("client", "order_form"), ("client", "convention")])],
         }
         empty = {"team": "bosa", "date": "2027-01-13", "new_dossiers": [], "dossiers": [], "due_today": [],
-                 "overdue": [], "missing_bosa_copy": [], "needs_person": [], "shadow": []}
+                 "overdue": [], "missing_bosa_copy": [], "needs_person": [], "shadow": [], "dormant": []}
         return [full | {"_dossier": None}, empty | {"_dossier": None}]
     raise AssertionError(purpose)
 

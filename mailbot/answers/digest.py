@@ -8,14 +8,14 @@ from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from mailbot.answers.render import Renderer
 from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
 from mailbot.dossiers.state import stage, waiting_for
 from mailbot.outbox import Draft, shadow_since
-from mailbot.store.models import Deadline, Dossier, Message, Sighting
+from mailbot.store.models import Deadline, Decision, Dossier, Message, Sighting
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 
@@ -59,9 +59,10 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
     seen_here = select(Sighting.id).where(Sighting.message_pk == Message.id, Sighting.mailbox == team).exists()
     flagged = sorted(session.exec(select(Message).where(Message.received_at >= since, seen_here)).all(),
                      key=lambda m: m.id)
+    held = _kept_out_of_dossiers(session, [m.id for m in flagged if m.dossier_id is None and m.kind == "submission"])
     needs_person = []
     for m in flagged:
-        reason = _needs_person_reason(m)
+        reason = _needs_person_reason(m) or held.get(m.id)
         if reason:
             dossier = by_id.get(m.dossier_id) or (session.get(Dossier, m.dossier_id) if m.dossier_id else None)
             ref = dossier.reference if dossier else None
@@ -79,7 +80,18 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
         "missing_bosa_copy": [SimpleNamespace(reference=d.reference, project_name=d.project_name)
                               for d in dossiers if d.bosa_copy_missing],
         "needs_person": needs_person, "shadow": shadow,
+        "dormant": [SimpleNamespace(reference=d.reference, project_name=d.project_name, since=_day(d.dormant_since),
+                                    waiting=[(w.party, w.what) for w in waiting_for(d)])
+                    for d in dossiers if d.dormant_since is not None],
     }
+
+
+def _kept_out_of_dossiers(session: Session, message_pks: list[int]) -> dict[int, str]:
+    """Why these submissions opened no dossier (past the per-sender limit), by mail."""
+    if not message_pks:
+        return {}
+    return dict(session.exec(select(Decision.message_pk, Decision.reason)
+                             .where(col(Decision.message_pk).in_(message_pks), Decision.purpose == "dossier")).all())
 
 
 def _needs_person_reason(m: Message) -> str | None:
@@ -102,7 +114,7 @@ def digest_draft(session: Session, team: str, now: dt.datetime, settings: Settin
     context = digest_context(session, team, now, calendar)
     rendered = renderer.render("digest", box.language, context)
     counts = {k: len(context[k]) for k in ("new_dossiers", "dossiers", "due_today", "overdue", "missing_bosa_copy",
-                                           "needs_person", "shadow")}
+                                           "needs_person", "shadow", "dormant")}
     return Draft("digest", settings.mailboxes[settings.answers.from_mailbox].address, (box.address,), (),
                  rendered, rendered.subject, None, None, None, (), {"team": team, "counts": counts},
                  client_mail=False)
