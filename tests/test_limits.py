@@ -289,3 +289,34 @@ def test_the_subject_is_echoed_only_to_its_author_and_cut_for_staff(ctx):
     assert len(note.subject) < 140 and note.subject.endswith("…”") and "\n" not in note.subject
     assert "&lt;b&gt;PILLS&lt;/b&gt;" in note.rendered.html and "<b>PILLS" not in note.rendered.html
     assert note.about == CLIENT
+
+
+def test_the_migration_fills_the_addresses_of_the_mail_already_in_the_outbox(tmp_path):
+    """An outbox written before 0007 (its JSON \\u-escaped, an NFD address) counts at once."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from mailbot.store.db import alembic_config
+
+    url = f"sqlite:///{tmp_path}/old.sqlite"
+    engine = sa.create_engine(url)
+    config = alembic_config(url)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0005")
+        for n in range(10):  # the day's 10 answers to her, already sent
+            connection.execute(sa.text(
+                "INSERT INTO outbox (message_id, purpose, sender, recipients, cc, subject, language, body_text,"
+                " body_html, \"references\", detail, created_at, state, attempts, last_error, copy_owed) VALUES"
+                " (:id, 'form_missing', :wl, :to, :cc, 's', 'fr', 't', 'h', '', '{}', '2027-03-01 07:00:00', 'sent',"
+                " 1, '', 0)"),
+                {"id": f"m{n}@x", "wl": WL, "to": json.dumps([unicodedata.normalize("NFD", "Zoë@Exämple.be")]),
+                 "cc": json.dumps([BOSA, "[address removed]"])})
+    ctx = Context.load(SETTINGS, open_database(url), max_attempts=1)
+    with Session(ctx.engine) as s:
+        rows = [(a.role, a.address) for a in s.exec(select(OutboxAddress).order_by(OutboxAddress.id))]
+    assert rows == [("to", ZOE), ("cc", BOSA)] * 10
+    # ... and the limits count them: her next mail that day gets no 11th answer.
+    at = AT + dt.timedelta(hours=1)
+    feed(ctx, raw(announce(1, at), ZOE), at)
+    assert len(outbox(ctx)) == 10 and refused(ctx) == [f"limit: 10 answers to {ZOE} in the last 24 hours"]
