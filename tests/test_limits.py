@@ -226,7 +226,9 @@ def test_the_fourth_dossier_from_one_sender_in_a_day_is_not_opened(ctx):
     listed = [(m.dossier, m.reason) for m in digest["needs_person"]]
     assert (None, expected) in listed and len(listed) == 2
     assert len(outbox(ctx, "form_complete")) == cap  # the held mails get no answer
-    assert len(outbox(ctx, "needs_human")) <= 1  # a single note about that sender's mail in no dossier
+    [note] = outbox(ctx, "needs_human")  # one note about that sender's mail in no dossier, not one per mail
+    assert note.dossier_id is None
+    assert sum(r.startswith("limit: a note to staff on this sender's mail in no dossier") for r in refused(ctx)) == 1
     # A day later the sender may open a dossier again.
     at = AT + dt.timedelta(days=1, minutes=1)
     form = ("Bon de commande.xlsx", form_bytes(project_name="Projet 9"), XLSX)
