@@ -321,6 +321,11 @@ class Answers(_Strict):
     reminder_days: int = Field(default=5, gt=0)  # business days a client may owe a document
     per_purpose_per_day: int = Field(default=1, gt=0)  # per address and dossier (RFC 3834)
     per_address_per_day: int = Field(default=10, gt=0)
+    max_reminders: int = Field(default=3, gt=0)  # per owed document; then the dossier is dormant
+    max_new_dossiers_per_sender_per_day: int = Field(default=3, gt=0)
+    notes_per_dossier_per_day: int = Field(default=1, gt=0)  # notes to staff; the rest in the digest
+    notes_per_sender_per_day: int = Field(default=1, gt=0)  # on mail in no dossier, per sender
+    notes_outside_dossiers_per_day: int = Field(default=20, gt=0)  # on mail in no dossier, in all
     shadow: bool = False  # read, file and keep deadlines, but send nothing to clients
 
 

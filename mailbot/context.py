@@ -35,7 +35,10 @@ class Context:
     @property
     def limits(self) -> Limits:
         a = self.settings.answers
-        return Limits(per_purpose_per_day=a.per_purpose_per_day, per_address_per_day=a.per_address_per_day)
+        return Limits(per_purpose_per_day=a.per_purpose_per_day, per_address_per_day=a.per_address_per_day,
+                      notes_per_dossier_per_day=a.notes_per_dossier_per_day,
+                      notes_per_sender_per_day=a.notes_per_sender_per_day,
+                      notes_outside_dossiers_per_day=a.notes_outside_dossiers_per_day)
 
     @classmethod
     def load(cls, settings: Settings, engine: Engine, max_attempts: int = 3) -> Context:

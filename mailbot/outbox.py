@@ -26,11 +26,14 @@ from typing import Any
 
 from sqlalchemy import or_, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import Select
 from sqlmodel import Session, col, func, select
 
+from mailbot.addresses import normalise_address
+from mailbot.answers.purposes import Purpose
 from mailbot.answers.render import Rendered
 from mailbot.errors import OutboxStateError
-from mailbot.store.models import Decision, OutboxMail
+from mailbot.store.models import AttachmentRecord, Decision, OutboxAddress, OutboxMail
 
 
 class OutboxState(StrEnum):
@@ -71,8 +74,13 @@ def _enter(row: OutboxMail, target: OutboxState) -> None:
 
 @dataclass(frozen=True)
 class Limits:
-    per_purpose_per_day: int = 1  # answers of one purpose per address per dossier per day
-    per_address_per_day: int = 10  # all answers to one address per day
+    """How much mail the bot writes, counted over the last 24 hours with every address
+    normalised (case, Unicode, punycode: mailbot/addresses.py), so that one person is one count."""
+    per_purpose_per_day: int = 1  # answers of one purpose per address per dossier (unless a new document came)
+    per_address_per_day: int = 10  # all answers to one address: the backstop against loops
+    notes_per_dossier_per_day: int = 1  # notes to staff about one dossier; the rest is in the digest
+    notes_per_sender_per_day: int = 1  # notes about one sender's mail in no dossier
+    notes_outside_dossiers_per_day: int = 20  # notes about mail in no dossier, all senders together
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,8 @@ class Draft:
     in_reply_to: str | None = None
     references: tuple[str, ...] = ()
     detail: dict[str, Any] = field(default_factory=dict)
-    client_mail: bool = True  # limits apply to mail to clients, not to staff notes
+    client_mail: bool = True  # the answer limits apply to mail to clients, not to staff's
+    about: str | None = None  # a staff note: the sender of the mail it is about
 
 
 def new_message_id(sender: str) -> str:
@@ -97,19 +106,72 @@ def new_message_id(sender: str) -> str:
 
 
 def limit_reason(session: Session, draft: Draft, now: dt.datetime, limits: Limits) -> str | None:
-    """Why this draft must not go out (the RFC 3834 rate limits), or None."""
+    """Why this draft must not go out (the RFC 3834 rate limits, the bundling of staff notes), or None."""
+    since = now - dt.timedelta(days=1)
+    if draft.purpose == Purpose.NEEDS_HUMAN:
+        return _note_limit(session, draft, since, limits)
     if not draft.client_mail:
         return None
-    since = now - dt.timedelta(days=1)
     for address in draft.to:
-        pattern = f'%"{address}"%'
-        same = select(func.count()).select_from(OutboxMail).where(
-            OutboxMail.created_at > since, col(OutboxMail.recipients).like(pattern))
-        if session.exec(same.where(OutboxMail.purpose == draft.purpose,
-                                   OutboxMail.dossier_id == draft.dossier_id)).one() >= limits.per_purpose_per_day:
+        mails = _mails_to(normalise_address(address), since)
+        same = mails.where(col(OutboxMail.purpose) == draft.purpose, _same_dossier(draft.dossier_id))
+        if _count(session, same) >= limits.per_purpose_per_day and not brings_new_document(session, draft.cause_pk):
             return f"limit: a {draft.purpose} answer already went to {address} for this dossier in the last 24 hours"
-        if session.exec(same).one() >= limits.per_address_per_day:
+        if _count(session, mails) >= limits.per_address_per_day:
             return f"limit: {limits.per_address_per_day} answers to {address} in the last 24 hours"
+    return None
+
+
+def _mails_to(address: str, since: dt.datetime) -> Select:
+    """The outbox mails of the last 24 hours with `address` (normalised) in To or Cc."""
+    return (select(OutboxMail.id).join(OutboxAddress, col(OutboxAddress.outbox_id) == OutboxMail.id)
+            .where(OutboxAddress.address == address, OutboxAddress.created_at > since,
+                   col(OutboxAddress.role).in_(("to", "cc"))))
+
+
+def _same_dossier(dossier_id: int | None):
+    return col(OutboxMail.dossier_id).is_(None) if dossier_id is None else OutboxMail.dossier_id == dossier_id
+
+
+def _count(session: Session, query: Select) -> int:
+    return session.exec(select(func.count(func.distinct(query.subquery().c.id)))).one()
+
+
+def brings_new_document(session: Session, message_pk: int | None) -> bool:
+    """The mail carries a document of the process (an order form, even a PDF one, a convention,
+    a signed form, an ID copy) whose bytes (sha256) no earlier mail carried: a person sending
+    what was asked for, whose answer the one-per-purpose limit must not silence (a loop
+    resends what it got, or nothing). Logos and unrecognised files do not count."""
+    if message_pk is None:
+        return False
+    hashes = set(session.exec(select(AttachmentRecord.sha256).where(AttachmentRecord.message_pk == message_pk,
+                                                                    col(AttachmentRecord.document).is_not(None))))
+    if not hashes:
+        return False
+    seen = set(session.exec(select(AttachmentRecord.sha256).where(col(AttachmentRecord.sha256).in_(hashes),
+                                                                  AttachmentRecord.message_pk != message_pk)))
+    return bool(hashes - seen)
+
+
+def _note_limit(session: Session, draft: Draft, since: dt.datetime, limits: Limits) -> str | None:
+    """Notes to staff come one per dossier (or per sender, for mail in no dossier) a day: the
+    mail held back is listed in the next digest, which shows every mail that needs a person."""
+    notes = select(OutboxMail.id).where(OutboxMail.purpose == draft.purpose, OutboxMail.created_at > since,
+                                        _same_dossier(draft.dossier_id))
+    if draft.dossier_id is not None:
+        if _count(session, notes) >= limits.notes_per_dossier_per_day:
+            return ("limit: a note to staff on this dossier already went in the last 24 hours "
+                    "(the digest lists this mail)")
+        return None
+    if draft.about:
+        about = notes.join(OutboxAddress, col(OutboxAddress.outbox_id) == OutboxMail.id).where(
+            OutboxAddress.role == "about", OutboxAddress.address == normalise_address(draft.about))
+        if _count(session, about) >= limits.notes_per_sender_per_day:
+            return ("limit: a note to staff on this sender's mail in no dossier already went in the last 24 hours "
+                    "(the digest lists this mail)")
+    if _count(session, notes) >= limits.notes_outside_dossiers_per_day:
+        return (f"limit: {limits.notes_outside_dossiers_per_day} notes to staff on mail in no dossier in the last "
+                "24 hours (the digest lists this mail)")
     return None
 
 
@@ -129,6 +191,12 @@ def enqueue(session: Session, draft: Draft, now: dt.datetime, limits: Limits,
         in_reply_to=draft.in_reply_to, references=" ".join(f"<{r}>" for r in draft.references[-20:]),
         detail=json.dumps(draft.detail, ensure_ascii=False, default=str), created_at=now, state=state.value)
     session.add(mail)
+    session.flush()  # its id, for its addresses
+    assert mail.id is not None  # given by the flush
+    roles = [("to", a) for a in draft.to] + [("cc", a) for a in draft.cc] \
+        + ([("about", draft.about)] if draft.about else [])
+    for role, address in dict.fromkeys((role, normalise_address(a)) for role, a in roles):
+        session.add(OutboxAddress(outbox_id=mail.id, role=role, address=address, created_at=now))
     session.add(Decision(message_pk=draft.cause_pk, dossier_id=draft.dossier_id, at=now, purpose=draft.purpose,
                          answered=True, reason=f"{draft.purpose} to {', '.join(draft.to)}"))
     return mail

@@ -30,6 +30,7 @@ from mailbot.dossiers.process import (
     is_colleague,
     is_linked,
     link_contact,
+    new_dossier_limit,
     open_dossier,
     record_unlinked,
 )
@@ -176,9 +177,14 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
                           in_dossier=dossier is not None, announces_form=announces_form(mail, ctx.document_rules),
                           rules=ctx.robot_rules)
     if dossier is None and classified.kind == Kind.SUBMISSION:
-        dossier = open_dossier(session, mail, subject, forms, at, settings, msg.id)
-        if mail.sender and staff_party is None:
-            link_contact(session, dossier, mail.sender, "sender")
+        limit = settings.answers.max_new_dossiers_per_sender_per_day
+        if held := new_dossier_limit(session, mail.sender, at, limit):
+            # kept in no dossier: the decision says why, the digest lists it for a person
+            session.add(Decision(message_pk=msg.id, at=at, purpose="dossier", answered=False, reason=held))
+        else:
+            dossier = open_dossier(session, mail, subject, forms, at, settings, msg.id)
+            if mail.sender and staff_party is None:
+                link_contact(session, dossier, mail.sender, "sender")
     unlinked = False
     change = None
     if dossier is not None and classified.kind not in (Kind.BOUNCE, Kind.AUTO_REPLY):

@@ -34,6 +34,7 @@ from mailbot.store.models import (
     Event,
     FormCheckRecord,
     Message,
+    OutboxAddress,
     OutboxMail,
 )
 
@@ -180,6 +181,10 @@ def _redact_decision(session: Session, decision: Decision, keep: _Keep, counts: 
 
 
 def _purge_outbox(session: Session, rows: list[OutboxMail], keep: _Keep, counts: Purged) -> None:
+    ids = [row.id for row in rows]
+    # The addresses the limits count by (only the last 24 hours matter to them): all go.
+    for address in session.exec(select(OutboxAddress).where(col(OutboxAddress.outbox_id).in_(ids))) if ids else ():
+        session.delete(address)
     for row in rows:
         new = ("", "", "", keep.redact(row.recipients), keep.redact(row.cc), keep.redact(row.detail),
                keep.redact(row.last_error))

@@ -174,12 +174,19 @@ def test_everything_sent_is_auto_submitted(ctx):
 
 
 def test_one_answer_per_purpose_per_day(ctx):
-    feed(ctx, form_mail(1, postal_code=None))
-    feed(ctx, form_mail(2, postal_code=None, city=None), at=AT + dt.timedelta(hours=2))
+    """The same form sent again the same day is not answered again (a loop resends what it
+    got); another form is, the same day: a person sent a new document (issue 12.2)."""
+    first = form_mail(1, postal_code=None)
+    feed(ctx, first)
+    again = form_mail(2, postal_code=None)
+    again.attachments = first.attachments  # the same workbook, byte for byte (its file has a time in it)
+    feed(ctx, again, at=AT + dt.timedelta(hours=2))
     assert [o.purpose for o in sent(ctx)] == ["form_incomplete"]
     assert any(d.startswith("limit: a form_incomplete answer already went") for d in decisions(ctx))
-    feed(ctx, form_mail(3, postal_code=None), at=AT + dt.timedelta(days=1, hours=1))
+    feed(ctx, form_mail(3, postal_code=None, city=None), at=AT + dt.timedelta(hours=3))
     assert [o.purpose for o in sent(ctx)] == ["form_incomplete", "form_incomplete"]
+    feed(ctx, form_mail(4, postal_code=None), at=AT + dt.timedelta(days=1, hours=1))
+    assert [o.purpose for o in sent(ctx)] == ["form_incomplete"] * 3
 
 
 def test_stranger_gets_nothing_and_staff_get_a_note(ctx):

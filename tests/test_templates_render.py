@@ -176,9 +176,11 @@ def staff_contexts(purpose: str, language: str) -> list[dict]:
             "changes_to_confirm": [NS(reference="EPAY-2027-0001", project_name="Ville de Namur <parking>",
                                       fields=["settlement_iban", "technical_contact_email"],
                                       sender="marie.dubois@namur.be", since="2027-01-11 16:02")],
+            "dormant": [NS(reference="EPAY-2027-0004", project_name="Gemeente Zaventem", since="2027-01-12 08:30",
+                           waiting=[("client", "order_form"), ("client", "convention")])],
         }
         empty = {"team": "bosa", "date": "2027-01-13", "new_dossiers": [], "dossiers": [], "due_today": [],
-                 "overdue": [], "missing_bosa_copy": [], "needs_person": [], "shadow": [], "changes_to_confirm": []}
+                 "overdue": [], "missing_bosa_copy": [], "needs_person": [], "shadow": [], "changes_to_confirm": [], "dormant": []}
         return [full | {"_dossier": None}, empty | {"_dossier": None}]
     raise AssertionError(purpose)
 

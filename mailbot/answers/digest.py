@@ -15,7 +15,7 @@ from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
 from mailbot.dossiers.state import stage, waiting_for
 from mailbot.outbox import Draft, shadow_since
-from mailbot.store.models import Deadline, Dossier, Message, PendingChange, Sighting
+from mailbot.store.models import Deadline, Decision, Dossier, Message, PendingChange, Sighting
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 
@@ -60,9 +60,11 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
     seen_here = select(Sighting.id).where(Sighting.message_pk == Message.id, Sighting.mailbox == team).exists()
     flagged = sorted(session.exec(select(Message).where(Message.received_at >= since, seen_here)).all(),
                      key=lambda m: m.id or 0)  # read back: never None
+    held = _kept_out_of_dossiers(session, [m.id for m in flagged
+                                           if m.id is not None and m.dossier_id is None and m.kind == "submission"])
     needs_person = []
     for m in flagged:
-        reason = _needs_person_reason(m)
+        reason = _needs_person_reason(m) or (held.get(m.id) if m.id is not None else None)
         if reason:
             dossier = by_id.get(m.dossier_id) or (session.get(Dossier, m.dossier_id) if m.dossier_id else None)
             ref = dossier.reference if dossier else None
@@ -89,7 +91,19 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
         "missing_bosa_copy": [SimpleNamespace(reference=d.reference, project_name=d.project_name)
                               for d in dossiers if d.bosa_copy_missing],
         "needs_person": needs_person, "shadow": shadow, "changes_to_confirm": changes_to_confirm,
+        "dormant": [SimpleNamespace(reference=d.reference, project_name=d.project_name, since=_day(d.dormant_since),
+                                    waiting=[(w.party, w.what) for w in waiting_for(d)])
+                    for d in dossiers if d.dormant_since is not None],
     }
+
+
+def _kept_out_of_dossiers(session: Session, message_pks: list[int]) -> dict[int, str]:
+    """Why these submissions opened no dossier (past the per-sender limit), by mail."""
+    if not message_pks:
+        return {}
+    rows = session.exec(select(Decision.message_pk, Decision.reason)
+                        .where(col(Decision.message_pk).in_(message_pks), Decision.purpose == "dossier")).all()
+    return {pk: reason for pk, reason in rows if pk is not None}
 
 
 def _needs_person_reason(m: Message) -> str | None:
@@ -112,7 +126,7 @@ def digest_draft(session: Session, team: str, now: dt.datetime, settings: Settin
     context = digest_context(session, team, now, calendar)
     rendered = renderer.render("digest", box.language, context)
     counts = {k: len(context[k]) for k in ("new_dossiers", "dossiers", "due_today", "overdue", "missing_bosa_copy",
-                                           "needs_person", "shadow", "changes_to_confirm")}
+                                           "needs_person", "shadow", "changes_to_confirm", "dormant")}
     return Draft("digest", settings.mailboxes[settings.answers.from_mailbox].address, (box.address,), (),
                  rendered, rendered.subject, None, None, None, (), {"team": team, "counts": counts},
                  client_mail=False)

@@ -1,5 +1,10 @@
 """The mails the decided intents (answers/plan.py) become: their template rendered in the
-client's language, the thread's subject and references, from the bot's mailbox."""
+client's language, the thread's subject and references, from the bot's mailbox.
+
+The subject a sender wrote is echoed only back to that sender, once the plan has found them
+linked to the dossier (answers/plan.py tells strangers nothing): an answer to anyone else
+carries the template's subject. Staff notes show it, so that staff see what came, cut and on
+one line (the HTML escapes it); reminders never carry it (answers/scheduled.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from mailbot.addresses import normalise_address
 from mailbot.answers.language import LanguageWords, body_language, pick_language
 from mailbot.answers.plan import Answer, StaffNote
 from mailbot.answers.purposes import Purpose
@@ -54,8 +60,10 @@ def answer_draft(answer: Answer, u: Understanding, msg_pk: int, at: dt.datetime,
     base: dict[str, Any] = {"dossier": dossier_view(dossier), "now": _now(at)}
     rendered = renderer.render(answer.purpose, client_language(u, words), base | dict(answer.data))
     cc = (settings.mailboxes["bosa"].address,) if answer.cc_bosa else ()
-    return Draft(answer.purpose, _from(settings), (answer.to, *answer.also_to), cc, rendered,
-                 thread_subject(u.subject, dossier.reference, rendered.subject),
+    author = bool(u.mail.sender) and normalise_address(answer.to) == normalise_address(u.mail.sender or "")
+    subject = thread_subject(u.subject, dossier.reference, rendered.subject) if author \
+        else f"RE: [{dossier.reference}] {rendered.subject}"
+    return Draft(answer.purpose, _from(settings), (answer.to, *answer.also_to), cc, rendered, subject,
                  dossier.id, msg_pk, u.mail.message_id,
                  (*u.mail.references, *([u.mail.message_id] if u.mail.message_id else [])),
                  {"dossier": dossier.reference} | dict(answer.detail))
@@ -66,20 +74,25 @@ def note_draft(note: StaffNote, u: Understanding, msg_pk: int, at: dt.datetime, 
     """A triage note to the staff of the mailbox the mail came into, or a note of another purpose
     (a held change) with its own data."""
     box = settings.mailboxes[note.team]
-    mail = SimpleNamespace(subject=u.mail.subject, sender=u.mail.sender or "(none)", mailboxes=[note.team],
+    mail = SimpleNamespace(subject=cut(u.mail.subject, 200), sender=u.mail.sender or "(none)", mailboxes=[note.team],
                            kind=u.kind, received=_now(at))
     rendered = renderer.render(note.purpose, "en", {"dossier": dossier_view(u.dossier), "now": _now(at),
                                                     "mail": mail, "reason": note.reason} | dict(note.data))
     ref = u.dossier.reference if u.dossier else None
+    quoted = f"“{cut(u.mail.subject, 80)}”" if u.mail.subject.strip() else "(no subject)"
     if note.purpose != Purpose.NEEDS_HUMAN:
         subject = f"[{ref}] [mailbot] {rendered.subject}" if ref else f"[mailbot] {rendered.subject}"
-    elif not ref:
-        subject = f"[mailbot] needs a person: {u.mail.subject[:120]}"
     else:
-        subject = f"[{ref}] [mailbot] needs a person: {u.mail.subject[:100]}"
+        subject = f"[{ref}] [mailbot] needs a person: {quoted}" if ref else f"[mailbot] needs a person: {quoted}"
     return Draft(note.purpose, _from(settings), (box.address,), (),
                  rendered, subject, u.dossier.id if u.dossier else None, msg_pk, None, (),
-                 {"dossier": ref, "reason": note.reason}, client_mail=False)
+                 {"dossier": ref, "reason": note.reason}, client_mail=False, about=u.mail.sender)
+
+
+def cut(text: str, length: int) -> str:
+    """`text` on one line, at most `length` characters (an ellipsis where it was cut)."""
+    line = " ".join(text.split())
+    return line if len(line) <= length else line[:length - 1].rstrip() + "…"
 
 
 def _from(settings: Settings) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, func, select
 
+from mailbot.addresses import normalise_address
 from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
 from mailbot.dossiers import deadlines
@@ -20,7 +21,7 @@ from mailbot.forms.changes import CONFIRMED_FIELDS, FieldChange, changes_to_conf
 from mailbot.mail.documents import Reading
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.subject import SubjectInfo, project_key
-from mailbot.store.models import Contact, Dossier, Event, FormCheckRecord, PendingChange
+from mailbot.store.models import Contact, Dossier, Event, FormCheckRecord, Message, PendingChange
 
 CONTACT_FIELDS = {"business_contact_email": "business", "technical_contact_email": "technical",
                   "billing_email": "billing"}
@@ -66,14 +67,30 @@ def open_dossier(session: Session, mail: ParsedMail, subject: SubjectInfo, forms
     return dossier
 
 
+def new_dossier_limit(session: Session, sender: str | None, at: dt.datetime, limit: int) -> str | None:
+    """Why a mail from `sender` may not open one more dossier (it opened `limit` in the last 24
+    hours, its address compared normalised; mail with no usable sender counts as one sender),
+    or None."""
+    since = at - dt.timedelta(days=1)
+    openers = session.exec(select(Message.sender).join(Event, col(Event.message_pk) == Message.id)
+                           .join(Dossier, col(Dossier.id) == Event.dossier_id)
+                           .where(Dossier.opened_at > since, Event.kind == "dossier_opened")).all()
+    who = normalise_address(sender) if sender else None
+    if sum(1 for s in openers if (normalise_address(s) if s else None) == who) >= limit:
+        return (f"limit: {limit} dossiers opened for {sender or 'mail with no usable sender'} in the last 24 hours; "
+                "filed in no dossier")
+    return None
+
+
 def _contacts(session: Session, dossier: Dossier) -> set[str]:
-    """The dossier's linked addresses, read once per session (a mail's transaction) and kept
-    up to date by link_contact: a mail asks about them several times. Contacts of record (named
-    in a form only) are not among them."""
+    """The dossier's linked addresses, normalised (one person however the address is written),
+    read once per session (a mail's transaction) and kept up to date by link_contact: a mail
+    asks about them several times. Contacts of record (named in a form only) are not among them."""
     known = session.info.setdefault("contacts", {})
     if dossier.id not in known:
-        known[dossier.id] = set(session.exec(select(Contact.email).where(Contact.dossier_id == dossier.id,
-                                                                         Contact.linked == True)))  # noqa: E712
+        known[dossier.id] = {normalise_address(e) for e in
+                             session.exec(select(Contact.email).where(Contact.dossier_id == dossier.id,
+                                                                      Contact.linked == True))}  # noqa: E712
     return known[dossier.id]
 
 
@@ -87,7 +104,7 @@ def link_contact(session: Session, dossier: Dossier, email: str, role: str) -> b
     A contact of record keeps its role. True when the address was not linked before."""
     email = email.lower()
     contacts = _contacts(session, dossier)
-    if email in contacts:
+    if normalise_address(email) in contacts:
         return False
     assert dossier.id is not None  # flushed when it was opened
     row = _contact(session, dossier, email)
@@ -96,7 +113,7 @@ def link_contact(session: Session, dossier: Dossier, email: str, role: str) -> b
     else:
         row.linked = True
         session.add(row)
-    contacts.add(email)
+    contacts.add(normalise_address(email))
     return True
 
 
@@ -137,7 +154,7 @@ def record_unlinked(session: Session, dossier: Dossier, reading: Reading, messag
 
 
 def is_linked(session: Session, dossier: Dossier, email: str | None) -> bool:
-    return bool(email and email.lower() in _contacts(session, dossier))
+    return bool(email) and normalise_address(email or "") in _contacts(session, dossier)
 
 
 def _applied_forms(dossier: Dossier):

@@ -57,6 +57,10 @@ class Dossier(SQLModel, table=True):
     id_copy_received: bool = False
     access_sent: bool = False
     bosa_copy_missing: bool = False  # an order form came without BOSA in copy
+    # Reminders stopped (each owed document reminded `answers.max_reminders` times, or nobody who
+    # wrote to remind): the digest lists the dossier for a person. Cleared when reminders may
+    # go again (the client moved, another document is owed). Migration 0007.
+    dormant_since: dt.datetime | None = Field(default=None, sa_column=_utc_null())
     opened_at: dt.datetime = Field(sa_column=_utc())
     updated_at: dt.datetime = Field(sa_column=_utc())
 
@@ -220,6 +224,19 @@ class OutboxMail(SQLModel, table=True):
     # Sent, but its copy is not in the sent folder yet (the IMAP server failed): appended later,
     # after a look whether an earlier try got there after all.
     copy_owed: bool = False
+
+
+class OutboxAddress(SQLModel, table=True):
+    """An address of an outbox mail, normalised (mailbot/addresses.py), for the limits to count
+    by: its To and Cc, and for a staff note the sender of the mail it is about. One row per
+    address; `created_at` is the mail's, so that the last 24 hours are read from the index."""
+    __tablename__ = "outbox_address"
+    __table_args__ = (Index("ix_outbox_address_address", "address", "created_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    outbox_id: int = Field(foreign_key="outbox.id", index=True)
+    role: str  # to | cc | about
+    address: str
+    created_at: dt.datetime = Field(sa_column=_utc())
 
 
 class Decision(SQLModel, table=True):
