@@ -248,12 +248,12 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop.set)
             except (NotImplementedError, RuntimeError):
                 pass  # not the main thread (tests): the caller sets `stop`
+        self.readers.start()  # it boots on the other core while the jobs catch up: warm for the first mail
         scheduler = None
         if self.with_scheduler:
             scheduler = self.scheduler()
             scheduler.start()
             await self.catch_up()
-        self.readers.start()  # warm before the first mail
         tasks = [asyncio.create_task(w.run(), name=f"watch-{w.mailbox}-{w.folder}") for w in self.watchers()]
         tasks.append(asyncio.create_task(self.sender.run(), name="outbox"))
         tasks.append(asyncio.create_task(self.watchdog(), name="watchdog"))
