@@ -339,9 +339,15 @@ class Daemon(_Strict):
     backoff_max_seconds: float = Field(default=300, gt=0)  # reconnect backoff ceiling (with jitter)
     watchdog_minutes: float = Field(default=15, gt=0)  # a mailbox silent this long is reported once
     send_retry_max_seconds: float = Field(default=900, gt=0)  # outbox retry backoff ceiling
-    # Processes that read mail ahead (parsing, the form checker, PDF text) on another core;
-    # 0 reads in the daemon's own process (one core, or ~50 MB of memory to spare).
-    readers: int = Field(default=1, ge=0, le=8)
+    # Processes that read every mail (parsing, the form checker, PDF text) apart from the
+    # daemon, one kept warm: at least 1, so that no attachment is ever read on the database
+    # thread or without bounds (mailbot/readers.py).
+    readers: int = Field(default=1, ge=1, le=8)
+    # Per mail, in the reader process: past this many seconds, or past this much memory (the
+    # reader's address space, ~200 MB of it the interpreter and libraries), the mail is set
+    # aside with the reason (quarantine) and the reader replaced; the bot goes on.
+    read_timeout_seconds: float = Field(default=60, gt=0)
+    read_memory_mb: int = Field(default=1024, ge=256)
     # The SMTP connection (and the sent folder's) stays open for the next mail; closed after
     # this long without one.
     smtp_idle_seconds: float = Field(default=5, gt=0)

@@ -1,7 +1,8 @@
 """`mailbot run`: the watchers, the outbox sender, the scheduler and the watchdog, in one loop.
 
 Mail is processed by the same pipeline as the replay, one at a time in a single database
-thread (SQLite has one writer; the IMAP connections have their own threads). SIGTERM or
+thread (SQLite has one writer; the IMAP connections have their own threads); every mail is
+read first in the reader process, within bounds (mailbot/readers.py). SIGTERM or
 SIGINT: stop taking mail, finish the mail in hand, flush the outbox once, exit 0.
 """
 
@@ -38,7 +39,6 @@ from mailbot.transport.sent import Filing, NullSentFolder, SentFolder
 from mailbot.transport.smtp import OutboxSender
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
-READER_IDLE_SECONDS = 60
 log = logging.getLogger("mailbot.daemon")
 Clock = Callable[[], dt.datetime]
 
@@ -62,7 +62,9 @@ class Daemon:
         self.engine = open_database(self.settings.database.url)
         self.ctx = Context.load(self.settings, self.engine, max_attempts=self.settings.daemon.max_attempts)
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailbot-db")
-        self.readers = Readers(self.ctx.form_rules, self.ctx.document_rules, self.settings.daemon.readers)
+        daemon = self.settings.daemon
+        self.readers = Readers(self.ctx.form_rules, self.ctx.document_rules, daemon.readers,
+                               daemon.read_timeout_seconds, daemon.read_memory_mb)
         self.state = FolderStateStore(self.engine, self.run_db, self.clock)
         # A password, or an OAuthLogin (a use of a token source shared by identical oauth2 sections).
         tokens = TokenSources()
@@ -80,21 +82,23 @@ class Daemon:
     # --- mail in ---------------------------------------------------------------------------
 
     async def process(self, items: list[tuple[bytes, Seen]]) -> int:
-        """Run the pipeline on a batch of mails in order, each read ahead in the reader process
-        while the database files the ones before it; how many were committed. At a stop, the
+        """Run the pipeline on a batch of mails in order, each read in the reader process (ahead,
+        while the database files the ones before it); how many were committed. At a stop, the
         mail in hand is finished and the rest left for the next start."""
-        # A mail alone is read in-process, at once; a batch goes ahead to the reader process.
         # Reads no longer needed (at a stop, or once a mail was not taken) run to their end:
         # stopping a reader that began one would cost a new process.
-        futures = [self.readers.submit(raw) for raw, _ in items] if len(items) > 1 else [None]
-        for n, ((raw, seen), future) in enumerate(zip(items, futures, strict=False)):
+        futures = [self.readers.submit(raw) for raw, _ in items]
+        for n, ((raw, seen), future) in enumerate(zip(items, futures, strict=True)):
             if self.stop.is_set():
                 return n
-            if not await self._process_one(raw, seen, await self.readers.result(future, raw)):
+            read = await self.readers.result(future, raw)
+            if read is None:  # no reader process: the mail stays on the server, taken again after a pause
+                return n
+            if not await self._process_one(raw, seen, read):
                 return n
         return len(items)
 
-    async def _process_one(self, raw: bytes, seen: Seen, read: Read | Unreadable | None) -> bool:
+    async def _process_one(self, raw: bytes, seen: Seen, read: Read | Unreadable) -> bool:
         """Run the pipeline, retrying a failing mail until it is quarantined; True once committed."""
         for _ in range(self.settings.daemon.max_attempts):
             try:
@@ -198,7 +202,6 @@ class Daemon:
             else:
                 self.sender.wake.set()
                 wait = pause
-            self.readers.close_if_idle(READER_IDLE_SECONDS)  # the backlog is done: give its memory back
             try:
                 await asyncio.wait_for(self.stop.wait(), timeout=wait)
             except TimeoutError:
@@ -247,6 +250,7 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop.set)
             except (NotImplementedError, RuntimeError):
                 pass  # not the main thread (tests): the caller sets `stop`
+        self.readers.start()  # it boots on the other core while the jobs catch up: warm for the first mail
         scheduler = None
         if self.with_scheduler:
             scheduler = self.scheduler()

@@ -56,11 +56,12 @@ def message_key(mail: ParsedMail) -> str:
 
 def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context, read: Read | Unreadable | None = None) -> Outcome:
     """Record, understand and file one mail seen at `at`. Never raises for a bad mail.
-    `read`: the mail already read ahead (without it, the attachments are read as needed), or
-    why reading it failed beyond retrying (it is recorded and set aside at once)."""
+    `read`: the mail as the reader process read it (the daemon always gives it: no attachment
+    is read on its database thread), or why it could not be read within the bounds (it is
+    recorded and set aside at once); without it (replay), the attachments are read here."""
     if isinstance(read, Read):
         mail, looked = read.mail, read.looked
-    elif isinstance(read, Unreadable):  # it killed the reader process twice: its head is enough to record it
+    elif isinstance(read, Unreadable):  # past a bound in the reader process: its head is enough to record it
         mail, looked = parse_mail(raw[:GAVE_UP_HEAD]), Looked()
     else:
         mail, looked = parse_mail(raw), Looked()

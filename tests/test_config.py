@@ -76,6 +76,9 @@ def test_relative_paths_are_taken_from_the_configuration_files_folder(tmp_path, 
 @pytest.mark.parametrize("section, key, value, expected", [
     ("daemon", "max_attempts", "three", 'daemon.max_attempts should be a whole number, not "three"'),
     ("daemon", "readers", 1.5, "daemon.readers should be a whole number, not 1.5"),
+    # every mail is read in a reader process: none at all is refused
+    ("daemon", "readers", 0, "daemon.readers should be at least 1, not 0"),
+    ("daemon", "read_memory_mb", 100, "daemon.read_memory_mb should be at least 256, not 100"),
     ("daemon", "idle_minutes", [1], "daemon.idle_minutes should be a number, not [1]"),
     ("answers", "shadow", "maybe", 'answers.shadow should be true or false, not "maybe"'),
     ("schedule", "digest_time", "8h30", 'schedule.digest_time should be a time of day such as "08:30", not "8h30"'),

@@ -2,12 +2,14 @@
 what marks a logo (shown in the HTML body by its Content-ID, a known signature name), not by
 size alone; a picture of a document too small to read is received, and said to be unusable."""
 
+from dataclasses import replace
 from email.message import EmailMessage
 
+import pdfs
 import pytest
 
 from mailbot.forms import load_rules
-from mailbot.mail.documents import Step, load_document_rules, read_documents
+from mailbot.mail.documents import Step, load_document_rules, pdf_text, read_documents
 from mailbot.mail.parse import parse_mail
 from mailbot.season import jpeg_bytes, scan_pdf
 
@@ -105,3 +107,57 @@ def test_the_parser_marks_pictures_the_html_shows():
                                    embedded=[("image001.png", png(2_000))]))
     marks = {a.filename: (a.embedded, a.content_id) for a in mail.attachments}
     assert marks == {"image001.png": (True, "image001.png@01DA1234.5678"), "photo.jpg": (False, "")}
+
+
+# --- PDF text, read within bounds (pages, characters, inflated bytes) --------------------------
+
+CONVENTION = "Convention d'utilisation du service ePayment"
+
+
+def test_pdf_text_is_read_from_the_first_pages_only():
+    """pdf_text_pages = 2: the words on page 2 count, those on page 3 are never read."""
+    on_page_2 = pdfs.text_pdf([["Ville de Sambreville"], [CONVENTION], ["annexe"]])
+    on_page_3 = pdfs.text_pdf([["Ville de Sambreville"], ["annexe"], [CONVENTION]])
+    assert DOCUMENT_RULES.pdf_text_pages == 2
+    assert "convention d utilisation" in pdf_text(on_page_2, DOCUMENT_RULES).text
+    read = pdf_text(on_page_3, DOCUMENT_RULES)
+    assert read.problem is None and "annexe" in read.text and "convention" not in read.text
+
+
+def test_pdf_text_extraction_stops_at_its_character_bound():
+    """150,000 characters on page 1, the convention's title on page 2: with the shipped bound
+    (100,000 characters) the extraction stops before page 2; with a bound past page 1 it is read."""
+    pdf = pdfs.text_pdf([pdfs.filler_lines(150_000), [CONVENTION]])
+    assert DOCUMENT_RULES.pdf_text_max_chars == 100_000
+    stopped = pdf_text(pdf, DOCUMENT_RULES)
+    assert stopped.problem is None and "convention" not in stopped.text
+    assert 100_000 <= len(stopped.text) < 101_000  # one line over at most: the line that crossed it
+    whole = pdf_text(pdf, replace(DOCUMENT_RULES, pdf_text_max_chars=1_000_000))
+    assert "convention d utilisation" in whole.text and len(whole.text) > 150_000
+
+
+def test_a_pdf_whose_stream_inflates_past_the_bound_is_not_read():
+    """The attack of issue 10: ~120 KB of PDF whose one content stream inflates to 30 MB of
+    text (it took minutes and hundreds of MB before any bound). pypdf's decompression limit,
+    set to pdf_inflated_max_bytes, refuses it before the text is parsed."""
+    bomb = pdfs.bomb_pdf(30)
+    assert len(bomb) < 150_000
+    read = pdf_text(bomb, DOCUMENT_RULES)
+    assert read.text == "" and "past the reading bounds (2 MB inflated per stream)" in read.problem
+    # The bound is on inflated bytes, not on the file: 300 KB of text under a 200 KB bound
+    # is refused, 50 KB is read.
+    small = replace(DOCUMENT_RULES, pdf_inflated_max_bytes=200_000)
+    assert "past the reading bounds (0.2 MB" in pdf_text(pdfs.text_pdf([pdfs.filler_lines(300_000)]), small).problem
+    fine = pdf_text(pdfs.text_pdf([[*pdfs.filler_lines(50_000), CONVENTION]]), small)
+    assert fine.problem is None and "convention d utilisation" in fine.text
+
+
+def test_a_pdf_bomb_is_recorded_as_not_read_and_the_rest_of_the_mail_is_handled():
+    raw = outlook_mail(attached=[("document.pdf", pdfs.bomb_pdf(30), "application/pdf"),
+                                 ("convention.pdf", pdfs.text_pdf([[CONVENTION]]), "application/pdf"),
+                                 ("Carte d'identité.jpg", jpeg_bytes(80_000), "image/jpeg")])
+    found, reading = kinds(raw)
+    assert found == {"document.pdf": None, "convention.pdf": ("convention", True),
+                     "Carte d'identité.jpg": ("id_copy", True)}
+    [(index, why)] = reading.ignored
+    assert index == 0 and why.startswith("a PDF past the reading bounds")

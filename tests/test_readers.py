@@ -1,6 +1,7 @@
-"""Mail read ahead in a reader process (mailbot/readers.py) and taken from IMAP in batches: the
-same understanding as reading in-process, a dying reader costs no mail, and a mail that kills
-the reader twice is set aside with its reason."""
+"""Mail read in a reader process (mailbot/readers.py) and taken from IMAP in batches: the same
+understanding as reading in-process, no attachment read on the database thread, a dying reader
+costs no mail, a mail that kills the reader twice or goes past its time or memory bound is set
+aside with its reason, and a PDF bomb sent to the daemon costs it nothing."""
 
 import asyncio
 import os
@@ -8,8 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pdfs
 import pytest
+from mailworld import WL, World, form_mail, local_smtp, wait_for  # noqa: F401 - local_smtp: a fixture
 from sqlmodel import Session, select
 
 from mailbot.config import Imap, load_settings
@@ -19,10 +23,10 @@ from mailbot.mail.documents import load_document_rules
 from mailbot.pipeline import handle
 from mailbot.readers import Read, Readers, Unreadable, read_mail
 from mailbot.resources import SANDBOX_CONFIG
-from mailbot.season import season
+from mailbot.season import Mail, brussels, season
 from mailbot.seen import Seen
 from mailbot.store.db import open_database
-from mailbot.store.models import Message, OutboxMail
+from mailbot.store.models import AttachmentRecord, Message, OutboxMail
 from mailbot.transport import imap
 from mailbot.transport.imap import ImapFolder
 
@@ -31,11 +35,15 @@ RULES = (load_rules(SETTINGS.files.form_rules), load_document_rules(SETTINGS.fil
 
 
 def crash_on_poison(raw: bytes) -> Read:
-    """A reader that dies (as on a memory bomb or a crash in a C parser) on one kind of mail."""
+    """A reader that dies (as on a crash in a C parser), never ends, or wants all the memory
+    there is, on one kind of mail."""
     if b"POISON" in raw:
         os._exit(3)
     if b"STUCK" in raw:
         time.sleep(3600)
+    if b"HOG" in raw:
+        hog = [bytearray(100 * 1024 * 1024) for _ in range(20)]  # 2 GB
+        return hog  # never reached: the reader's address space is bounded
     from mailbot.readers import _read
     return _read(raw)
 
@@ -60,6 +68,24 @@ def test_a_mail_read_ahead_is_understood_and_answered_as_one_read_in_process(tmp
     assert ahead == inline
     assert answered_ahead == answered_inline
     assert any(kinds and "order_form" in kinds for _, _, kinds in ahead)  # the forms were read ahead too
+
+
+def test_the_pipeline_reads_no_attachment_of_a_mail_read_in_the_reader(tmp_path, monkeypatch):
+    """What the daemon's database thread does with a mail read in the reader process: no
+    parsing, no form check, no PDF text (those are where hostile input strikes)."""
+    ctx = Context.load(SETTINGS, open_database(f"sqlite:///{tmp_path}/db.sqlite"), max_attempts=1)
+    mails = season(SETTINGS)
+    reads = [read_mail(m.to_bytes(), ctx.form_rules, ctx.document_rules) for m in mails]
+    assert any(r.looked.form_checks for r in reads) and any(r.looked.pdf_texts for r in reads)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("an attachment read on the database thread")
+
+    for name in ("mailbot.mail.documents.check_form", "mailbot.mail.documents.pdf_text", "mailbot.pipeline.parse_mail"):
+        monkeypatch.setattr(name, refused)
+    for i, (mail, read) in enumerate(zip(mails, reads, strict=True)):
+        outcome = handle(mail.to_bytes(), Seen("worldline", "INBOX", 1, i + 1), mail.at, ctx, read)
+        assert outcome.failed is None
 
 
 @pytest.mark.integration  # reader processes
@@ -94,26 +120,49 @@ def test_a_dying_reader_costs_no_mail_and_a_mail_that_kills_it_twice_is_set_asid
 @pytest.mark.integration
 def test_a_reader_stuck_on_a_mail_is_stopped_and_the_mail_set_aside(monkeypatch):
     monkeypatch.setattr("mailbot.readers._read", crash_on_poison)
-    # The wait covers a new reader's start too (a process spawned, its imports): 2 s, and even
-    # 5 s, were not always enough on a loaded machine, and a mail after the stuck one was set
-    # aside as well.
-    monkeypatch.setattr("mailbot.readers.READ_TIMEOUT_SECONDS", 10)
     mails = [m.to_bytes() for m in season(SETTINGS)[:3]]
     batch = [mails[0], b"X-Test: STUCK\r\n" + mails[1], mails[2]]
 
     async def read_all():
-        readers = Readers(*RULES, 1)
+        readers = Readers(*RULES, 1, timeout=2)
         try:
             futures = [readers.submit(raw) for raw in batch]
-            return [await readers.result(f, raw) for f, raw in zip(futures, batch, strict=True)], readers.pool
+            return [await readers.result(f, raw) for f, raw in zip(futures, batch, strict=True)]
         finally:
             readers.close()
 
     started = time.monotonic()
-    results, _ = asyncio.run(read_all())
+    results = asyncio.run(read_all())
     assert isinstance(results[0], Read) and isinstance(results[2], Read)
-    assert isinstance(results[1], Unreadable) and "reader process" in results[1].reason
-    assert time.monotonic() - started < 60  # two timeouts, not an hour
+    assert results[1] == Unreadable("reading the mail took more than 2 s")  # at once: no second try
+    assert time.monotonic() - started < 30  # a timeout, not an hour
+
+
+@pytest.mark.integration
+def test_a_mail_past_the_memory_bound_is_set_aside_and_the_reader_replaced(monkeypatch):
+    """The reader's address space is bounded (RLIMIT_AS): the allocation fails in the worker,
+    not on the machine; the mail is Unreadable with the reason, the worker replaced, and the
+    mails after it are read."""
+    monkeypatch.setattr("mailbot.readers._read", crash_on_poison)
+    mails = [m.to_bytes() for m in season(SETTINGS)[:3]]
+    batch = [mails[0], b"X-Test: HOG\r\n" + mails[1], mails[2]]
+
+    async def read_all():
+        readers = Readers(*RULES, 1, memory_mb=400)
+        try:
+            readers.start()
+            first = await readers.result(readers.submit(batch[0]), batch[0])
+            before = readers.pool
+            rest = [readers.submit(raw) for raw in batch[1:]]
+            results = [first] + [await readers.result(f, raw) for f, raw in zip(rest, batch[1:], strict=True)]
+            return results, before, readers.pool
+        finally:
+            readers.close()
+
+    results, before, after = asyncio.run(read_all())
+    assert isinstance(results[0], Read) and isinstance(results[2], Read)
+    assert results[1] == Unreadable("reading the mail needed more than the 400 MB the reader process may use", spent=True)
+    assert after is not before  # new workers for the next mails
 
 
 OWNER = """
@@ -178,19 +227,19 @@ def test_a_backlog_is_taken_in_batches_bounded_in_count_and_bytes(dovecot, make_
 
 
 @pytest.mark.integration
-def test_the_reader_process_starts_for_a_batch_and_stops_once_idle():
-    off = Readers(*RULES, 0)
-    assert off.submit(b"Subject: x\r\n\r\nbody\r\n") is None  # `daemon.readers = 0`: read in-process
+def test_the_reader_process_is_started_warm_and_kept():
+    """A mail alone pays no process start: the worker is up before the first mail and stays."""
+    import multiprocessing
+
     readers = Readers(*RULES, 1)
     try:
-        assert readers.pool is None  # at rest: no process, no memory
+        readers.start()
+        wait_for(lambda: multiprocessing.active_children(), what="the reader process")
+        [worker] = multiprocessing.active_children()
         raw = season(SETTINGS)[0].to_bytes()
-        assert isinstance(asyncio.run(readers.result(readers.submit(raw), raw)), Read)
-        readers.close_if_idle(60)
-        assert readers.pool is not None  # used a moment ago
-        readers.close_if_idle(0)
-        assert readers.pool is None
-        assert isinstance(asyncio.run(readers.result(readers.submit(raw), raw)), Read)  # started again
+        for _ in range(3):
+            assert isinstance(asyncio.run(readers.result(readers.submit(raw), raw)), Read)
+        assert [p.pid for p in multiprocessing.active_children()] == [worker.pid]
     finally:
         readers.close()
 
@@ -212,3 +261,44 @@ def test_a_reader_killed_while_idle_is_replaced():
         assert [p.pid for p in multiprocessing.active_children()] != [workers[0].pid]
     finally:
         readers.close()
+
+
+@pytest.fixture
+def world(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch):
+    w = World(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch)
+    yield w
+    w.stop()
+
+
+def rss_kb() -> int:
+    """This process's resident memory: the daemon under test runs in one of its threads."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(status["VmRSS"].split()[0])
+
+
+def test_a_pdf_bomb_sent_alone_to_the_daemon_costs_it_nothing(world, monkeypatch):
+    """Issue 10's attack on the real daemon and Dovecot: a mail alone carrying a ~120 KB PDF
+    that inflates to 30 MB of text (before: read on the database thread, 100 s at 460 MB). It
+    is read in the reader process, recorded with the reason the PDF was not read, and the next
+    mail is answered; the daemon's own memory does not grow by tens of MB."""
+    def refused(*args, **kwargs):
+        raise AssertionError("PDF text read in the daemon's own process")
+
+    monkeypatch.setattr("mailbot.mail.documents.pdf_text", refused)  # here, not in the spawned reader
+    world.start()
+    world.append("worldline", form_mail(1).to_bytes())  # a first mail: the daemon's own code warm
+    wait_for(lambda: len(world.answers()) == 1, timeout=60, what="the first answer")
+    before = rss_kb()
+    bomb = Mail(brussels(2027, 3, 1, 10), "jan.peeters@gent.be", [WL], "Documents", "Zie bijlage.",
+                attachments=[("document.pdf", pdfs.bomb_pdf(30), "application/pdf")], message_id="<bomb@gent.be>")
+    world.append("worldline", bomb.to_bytes())
+    world.append("worldline", form_mail(2, project="Piscine").to_bytes())
+    wait_for(lambda: len(world.answers()) == 2, timeout=60, what="the answer to the mail after the bomb")
+    grown = rss_kb() - before
+    print(f"daemon VmRSS {before / 1024:.1f} MB before the bomb, grown by {grown / 1024:.1f} MB after it")
+    with world.session() as s:
+        msg = s.exec(select(Message).where(Message.message_id == "bomb@gent.be")).one()
+        [att] = s.exec(select(AttachmentRecord).where(AttachmentRecord.message_pk == msg.id)).all()
+    assert (msg.status, msg.attempts, msg.status_reason) == ("processed", 0, "")  # no failure, no quarantine
+    assert att.filename == "document.pdf" and att.reason.startswith("a PDF past the reading bounds (2 MB inflated")
+    assert grown < 20 * 1024, f"the daemon grew by {grown / 1024:.0f} MB"

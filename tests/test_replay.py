@@ -256,3 +256,23 @@ def test_no_byte_string_crashes_the_pipeline(tmp_path, raw):
     assert outcome.quarantined is None, outcome.quarantined
     with Session(ctx.engine) as s:
         assert s.get(Message, outcome.message_pk) is not None
+
+
+def test_replay_reads_a_pdf_bomb_within_the_same_bounds(tmp_path):
+    """Replay reads in its own process, with the daemon's PDF bounds: the bomb of issue 10 is
+    recorded as not read and the mail after it goes through."""
+    import pdfs
+
+    bomb = Mail(brussels(2027, 3, 1, 9), "jan.peeters@gent.be", ["ecom-belgium@worldline.localhost"], "Documents",
+                "Zie bijlage.", attachments=[("document.pdf", pdfs.bomb_pdf(30), "application/pdf")],
+                message_id="<bomb@gent.be>")
+    form = fill_form("fr", complete_values("fr", project_name="Piscine"), rules=FORM_RULES)
+    after = Mail(brussels(2027, 3, 1, 10), "marie.dubois@sambreville.be", ["ecom-belgium@worldline.localhost"],
+                 "BOSA M1036 - Bon de commande – Piscine", "ci-joint",
+                 attachments=[("Bon de commande.xlsx", form, XLSX)], message_id="<form@sambreville.be>")
+    events, engine = run(tmp_path, [bomb, after])
+    assert [e.get("quarantined") for e in received(events)] == [None, None]
+    assert any(e["event"] == "sent" and e["purpose"] == "form_complete" for e in events)
+    with Session(engine) as s:
+        [att] = s.exec(select(AttachmentRecord).where(AttachmentRecord.filename == "document.pdf")).all()
+    assert att.reason.startswith("a PDF past the reading bounds")

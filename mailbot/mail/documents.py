@@ -14,6 +14,7 @@ import unicodedata
 from dataclasses import dataclass, field, replace
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Any
 
 from mailbot.errors import RulesError
 from mailbot.forms import FormCheck, FormRules, check_form
@@ -36,6 +37,8 @@ class DocumentRules:
     min_readable_picture_bytes: int
     pdf_text_max_bytes: int
     pdf_text_pages: int
+    pdf_text_max_chars: int = 100_000
+    pdf_inflated_max_bytes: int = 2_000_000
     public_domains: frozenset[str] = frozenset()
 
     def is_free_mail(self, domain: str) -> bool:
@@ -61,6 +64,8 @@ def load_document_rules(path: Path | str | None = None) -> DocumentRules:
             min_readable_picture_bytes=int(limits["min_readable_picture_bytes"]),
             pdf_text_max_bytes=int(limits["pdf_text_max_bytes"]),
             pdf_text_pages=int(limits["pdf_text_pages"]),
+            pdf_text_max_chars=int(limits.get("pdf_text_max_chars", 100_000)),
+            pdf_inflated_max_bytes=int(limits.get("pdf_inflated_max_bytes", 2_000_000)),
             public_domains=frozenset(d.lower() for d in data.get("senders", {}).get("public_domains", [])),
         )
     except (KeyError, TypeError, ValueError, re.error) as exc:
@@ -135,21 +140,64 @@ def file_type(att: Attachment) -> str:
     return "other"
 
 
-def _pdf_text(att: Attachment, rules: DocumentRules) -> str:
-    """The first pages' text and the metadata, folded; '' for scans or unreadable PDFs."""
-    if att.size > rules.pdf_text_max_bytes:
-        return ""
-    try:
-        from pypdf import PdfReader
+@dataclass(frozen=True)
+class PdfText:
+    """What a PDF's first pages say: their text and metadata, folded ('' for scans or broken
+    PDFs); `problem`: why the PDF was not read at all (past a bound: a decompression bomb)."""
+    text: str = ""
+    problem: str | None = None
 
-        reader = PdfReader(io.BytesIO(att.data), strict=False)
-        meta: dict = reader.metadata or {}
-        parts = [str(meta.get(k, "")) for k in ("/Title", "/Subject", "/Keywords")]
-        for page in reader.pages[: rules.pdf_text_pages]:
-            parts.append(page.extract_text() or "")
-        return fold(" ".join(parts))[:20000]
+
+class _Enough(Exception):
+    """As much text as the signal needs: extraction stops here."""
+
+
+def pdf_text(data: bytes, rules: DocumentRules) -> PdfText:
+    """The text of the first `pdf_text_pages` pages, at most `pdf_text_max_chars` of it (the
+    extraction stops there), with every stream pypdf inflates or parses bounded by
+    `pdf_inflated_max_bytes`: pypdf's text extraction grows faster than its input (a 100 KB PDF
+    inflating to 30 MB of text took minutes and hundreds of MB), so a PDF past a bound is not read."""
+    if len(data) > rules.pdf_text_max_bytes:
+        return PdfText()
+    from pypdf import PdfReader, apply_configuration
+    from pypdf.errors import LimitReachedError
+
+    most = rules.pdf_inflated_max_bytes
+    bounds: dict[str, Any] = dict.fromkeys((
+        "maximum_declared_stream_length", "array_based_stream_maximum_output_length", "zlib_maximum_output_length",
+        "lzw_maximum_output_length", "run_length_maximum_output_length", "brotli_maximum_output_length",
+        "image_maximum_buffer_size", "xmp_maximum_input_length", "jbig2_maximum_output_length"), most)
+    pieces: list[str] = []
+    count = 0
+
+    def keep(text: str, *_: object) -> None:
+        nonlocal count
+        pieces.append(text)
+        count += len(text)
+        if count >= rules.pdf_text_max_chars:
+            raise _Enough
+
+    try:
+        # Work counts scaled to the same bound; no external jbig2dec: text needs no pictures.
+        with apply_configuration(None, **bounds, stream_decoding_work_maximum_length=2 * most,
+                                 stream_parsing_work_maximum_count=most // 4, zlib_maximum_recovery_input_length=most,
+                                 xform_maximum_invocations_per_extraction=100, jbig2dec_binary=None):
+            reader = PdfReader(io.BytesIO(data), strict=False)
+            meta: dict[str, Any] = dict(reader.metadata or {})
+            pieces.extend(f"{meta.get(k, '')} " for k in ("/Title", "/Subject", "/Keywords"))
+            for page in reader.pages[: rules.pdf_text_pages]:
+                pieces.append(" ")
+                page.extract_text(visitor_text=keep)
+    except _Enough:
+        pass
+    except LimitReachedError as exc:
+        return PdfText(problem=f"a PDF past the reading bounds ({most / 1e6:g} MB inflated per stream), not read: "
+                               f"{str(exc)[:120]}")
+    except MemoryError:
+        raise  # the reader process's memory bound: the whole mail is set aside (mailbot/readers.py)
     except Exception:  # noqa: BLE001 - any broken PDF just gives no text signal
-        return ""
+        return PdfText()
+    return PdfText(fold("".join(pieces)))
 
 
 def _name_kind(name: str, rules: DocumentRules) -> str | None:
@@ -165,16 +213,16 @@ class Looked:
     mail (the form checker, PDF text), kept so that a second reading of the same mail (once its
     dossier is known) does not do it again, and so that it can be done ahead, in another process."""
     form_checks: dict[int, FormCheck] = field(default_factory=dict)
-    pdf_texts: dict[int, str] = field(default_factory=dict)
+    pdf_texts: dict[int, PdfText] = field(default_factory=dict)
 
     def form_check(self, index: int, att: Attachment, form_rules: FormRules) -> FormCheck:
         if index not in self.form_checks:
             self.form_checks[index] = check_form(att.data, name=att.filename or "attachment.xlsx", rules=form_rules)
         return self.form_checks[index]
 
-    def pdf_text(self, index: int, att: Attachment, rules: DocumentRules) -> str:
+    def pdf_text(self, index: int, att: Attachment, rules: DocumentRules) -> PdfText:
         if index not in self.pdf_texts:
-            self.pdf_texts[index] = _pdf_text(att, rules)
+            self.pdf_texts[index] = pdf_text(att.data, rules)
         return self.pdf_texts[index]
 
 
@@ -233,7 +281,11 @@ def read_documents(mail: ParsedMail, form_rules: FormRules, step: Step | None,
                 ignored.append((index, f"not a document of the process ({att.content_type})"))
             continue
         if named is None and kind_of_file == "pdf":
-            text = looked.pdf_text(index, att, rules)
+            read = looked.pdf_text(index, att, rules)
+            if read.problem:  # not read: no document, the reason recorded with the attachment
+                ignored.append((index, read.problem))
+                continue
+            text = read.text
             for kind in ("convention", "order_form", "id_copy"):
                 if text and has_word(text, rules.text.get(kind, ())):
                     named = kind

@@ -78,10 +78,12 @@ _BODY_MAX_BYTES = 2_000_000  # of one text part, decoded before its charset
 
 
 def parse_mail(raw: bytes, limits: MailLimits | None = None) -> ParsedMail:
-    """Read one mail. Never raises: what could not be read is in `defects`."""
+    """Read one mail. Never raises but MemoryError: what could not be read is in `defects`."""
     limits = limits or DEFAULT_LIMITS
     try:
         return _parse(bytes(raw), limits)
+    except MemoryError:
+        raise  # the reader process's memory bound: the mail is set aside whole (mailbot/readers.py)
     except Exception as exc:  # noqa: BLE001 - last resort: a mail must never stop the pipeline
         return _unreadable(raw, f"parser failure: {type(exc).__name__}")
 
@@ -165,6 +167,8 @@ def _walk(msg: email.message.Message, prepared: _Prepared, limits: MailLimits,
                    attachments)
         except RecursionError:
             defects.add("nesting too deep")
+        except MemoryError:
+            raise
         except Exception as exc:  # noqa: BLE001 - one unreadable part must not lose the others
             defects.add(f"unreadable part: {type(exc).__name__}")
 
