@@ -274,7 +274,10 @@ class BenchWorld:
                 for name, address, staff in (("worldline", WL, WL_STAFF), ("bosa", BOSA, BOSA_STAFF))},
             "smtp": {"host": self.smtp.host, "port": self.smtp.port, "security": "plain"},
             "database": {"url": f"sqlite:///{self.db_path}"},
-            "daemon": {"send_retry_max_seconds": 5, "backoff_max_seconds": 2},
+            # As if the bot had first started long ago: the mail appended before the daemon
+            # starts is answered, not filed as history (bench/history.py takes this away).
+            "daemon": {"send_retry_max_seconds": 5, "backoff_max_seconds": 2,
+                       "history_before": "2000-01-01T00:00:00+00:00"},
         }
 
     # --- IMAP helpers ---

@@ -339,6 +339,16 @@ class Daemon(_Strict):
     # The SMTP connection (and the sent folder's) stays open for the next mail; closed after
     # this long without one.
     smtp_idle_seconds: float = Field(default=5, gt=0)
+    # Mail that reached the mailboxes before this moment (IMAP INTERNALDATE) is history: filed,
+    # never answered (mailbot/history.py). Unset: the daemon's first start on its database.
+    history_before: dt.datetime | None = None
+
+    @field_validator("history_before")
+    @classmethod
+    def _with_offset(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give the time with its offset, e.g. 2027-01-01T00:00+01:00")
+        return value
 
 
 class Retention(_Strict):

@@ -156,9 +156,12 @@ def staff_contexts(purpose: str, language: str) -> list[dict]:
             "shadow": [NS(purpose="form_incomplete", to="marie.dubois@namur.be",
                           subject="RE: [EPAY-2027-0001] BOSA M1036 - Bon de commande – Ville de Namur",
                           dossier="EPAY-2027-0001")],
+            "imported": [NS(reference="EPAY-2025-0031", project_name="Commune de Spa", stage="form_incomplete",
+                            waiting=[("client", "corrected_order_form"), ("client", "convention")],
+                            opened="2025-06-03 10:12")],
         }
         empty = {"team": "bosa", "date": "2027-01-13", "new_dossiers": [], "dossiers": [], "due_today": [],
-                 "overdue": [], "missing_bosa_copy": [], "needs_person": [], "shadow": []}
+                 "overdue": [], "missing_bosa_copy": [], "needs_person": [], "shadow": [], "imported": []}
         return [full | {"_dossier": None}, empty | {"_dossier": None}]
     raise AssertionError(purpose)
 
@@ -281,9 +284,10 @@ def test_codes_are_translated():
     for code in ("prevalidation", "form_complete", "signed_received", "order_form", "corrected_order_form"):
         assert code not in text and code not in html
     assert "voorvalidatie van de bestelbon" in text and "EPAY-2027-0007" in html
+    assert "EPAY-2025-0031" in text and "EPAY-2025-0031" in html and "GEÏMPORTEERD" in text
     empty = dict(CASES[[c.id for c in CASES].index("digest.fr-1")].values[2])
     text, html = render("digest", "fr", empty)
-    assert "aucun" in text and "aucun" in html and "shadow" not in text.lower()
+    assert "aucun" in text and "aucun" in html and "shadow" not in text.lower() and "historique" not in text.lower()
 
 
 def test_subject_is_one_short_line():

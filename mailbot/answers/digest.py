@@ -14,6 +14,7 @@ from mailbot.answers.render import Renderer
 from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
 from mailbot.dossiers.state import stage, waiting_for
+from mailbot.history import to_review
 from mailbot.outbox import Draft, shadow_since
 from mailbot.store.models import Deadline, Dossier, Message, Sighting
 
@@ -79,6 +80,10 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
         "missing_bosa_copy": [SimpleNamespace(reference=d.reference, project_name=d.project_name)
                               for d in dossiers if d.bosa_copy_missing],
         "needs_person": needs_person, "shadow": shadow,
+        # Opened from mail of before the bot's first start and still open: listed once (jobs.run_digest).
+        "imported": [SimpleNamespace(reference=d.reference, project_name=d.project_name, stage=stage(d),
+                                     waiting=[(w.party, w.what) for w in waiting_for(d)], opened=_day(d.opened_at))
+                     for d in to_review(session, team)],
     }
 
 
@@ -102,7 +107,7 @@ def digest_draft(session: Session, team: str, now: dt.datetime, settings: Settin
     context = digest_context(session, team, now, calendar)
     rendered = renderer.render("digest", box.language, context)
     counts = {k: len(context[k]) for k in ("new_dossiers", "dossiers", "due_today", "overdue", "missing_bosa_copy",
-                                           "needs_person", "shadow")}
+                                           "needs_person", "shadow", "imported")}
     return Draft("digest", settings.mailboxes[settings.answers.from_mailbox].address, (box.address,), (),
                  rendered, rendered.subject, None, None, None, (), {"team": team, "counts": counts},
                  client_mail=False)

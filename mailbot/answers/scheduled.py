@@ -51,8 +51,10 @@ def alert_draft(session: Session, alert: Alert, now: dt.datetime, settings: Sett
 
 
 def reminder_drafts(session: Session, now: dt.datetime, settings: Settings, calendar: BusinessCalendar,
-                    renderer: Renderer) -> list[Draft]:
-    """Clients who have owed a document for `reminder_days` business days, reminded once per period."""
+                    renderer: Renderer, history_before: dt.datetime | None = None) -> list[Draft]:
+    """Clients who have owed a document for `reminder_days` business days, reminded once per period.
+    The days count from `history_before` at the earliest: no reminder is owed for a wait that
+    began before the bot's first start (mailbot/history.py)."""
     days = settings.answers.reminder_days
     today = now.astimezone(BRUSSELS).date()
     drafts = []
@@ -72,7 +74,7 @@ def reminder_drafts(session: Session, now: dt.datetime, settings: Settings, cale
         if not owed:
             continue
         last_move, last_reminder = last_moves.get(dossier.id), last_reminders.get(dossier.id)
-        since = max(t for t in (last_move, last_reminder) if t is not None)
+        since = max(t for t in (last_move, last_reminder, history_before) if t is not None)
         idle = calendar.business_days_between(since.astimezone(BRUSSELS).date(), today)
         if idle < days:
             continue
