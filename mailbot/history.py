@@ -46,7 +46,10 @@ def first_start(engine: Engine, now: dt.datetime) -> tuple[dt.datetime, bool]:
             session.commit()
         except IntegrityError:  # another daemon on the same database was first, a moment ago
             session.rollback()
-            return session.get(Installation, 1).first_started_at, False
+            row = session.get(Installation, 1)
+            if row is None:
+                raise
+            return row.first_started_at, False
         return at, True
 
 
@@ -60,13 +63,13 @@ def is_historical(seen: Seen, before: dt.datetime | None) -> bool:
 
 
 def file_as_history(session: Session, u: Understanding, message_pk: int, at: dt.datetime,
-                    before: dt.datetime) -> None:
+                    before: dt.datetime | None) -> None:
     """In place of the answers: why none, the dossier marked for review when this mail opened
     it, and the deadlines that ran out before the cut-off set aside. The caller commits."""
     dossier = u.dossier
     session.add(Decision(message_pk=message_pk, dossier_id=dossier.id if dossier else None, at=at,
                          answered=False, reason=NOT_ANSWERED))
-    if dossier is None:
+    if dossier is None or before is None:
         return
     if u.matched_by == "none":  # opened by this mail
         session.add(Event(dossier_id=dossier.id, at=at, kind=IMPORTED, message_pk=message_pk,

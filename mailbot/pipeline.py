@@ -63,7 +63,7 @@ def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context, read: Read | U
     at the time it came, and not answered."""
     historical = is_historical(seen, ctx.history_before)
     if historical:
-        at = seen.arrived
+        at = seen.arrived or at
     if isinstance(read, Read):
         mail, looked = read.mail, read.looked
     elif isinstance(read, Unreadable):  # it killed the reader process twice: its head is enough to record it
