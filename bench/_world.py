@@ -7,6 +7,7 @@ Not a benchmark itself (bench/latency.py, bench/backlog.py and bench/scale.py im
 
 from __future__ import annotations
 
+import datetime as dt
 import email.parser
 import email.policy
 import io
@@ -274,7 +275,10 @@ class BenchWorld:
                 for name, address, staff in (("worldline", WL, WL_STAFF), ("bosa", BOSA, BOSA_STAFF))},
             "smtp": {"host": self.smtp.host, "port": self.smtp.port, "security": "plain"},
             "database": {"url": f"sqlite:///{self.db_path}"},
-            "daemon": {"send_retry_max_seconds": 5, "backoff_max_seconds": 2},
+            # As if the bot had first started long ago: the mail appended before the daemon
+            # starts is answered, not filed as history (bench/history.py takes this away).
+            "daemon": {"send_retry_max_seconds": 5, "backoff_max_seconds": 2,
+                       "history_before": "2000-01-01T00:00:00+00:00"},
         }
 
     # --- IMAP helpers ---
@@ -290,6 +294,48 @@ class BenchWorld:
         if folder:
             client.select_folder(folder)
         return client
+
+    def append_dated(self, user: str, items: list[tuple[bytes, dt.datetime]], folder: str = "INBOX",
+                     per_command: int = 250) -> float:
+        """APPEND each mail with its INTERNALDATE, quickly: on one connection, `per_command` mails
+        a MULTIAPPEND (RFC 3502) with non-synchronising literals (LITERAL+, RFC 7888), so that
+        nothing waits for the server between mails. Seconds taken."""
+        import socket
+
+        from imapclient.datetime_util import datetime_to_INTERNALDATE
+
+        started = time.perf_counter()
+        sock = socket.create_connection((self.dovecot.host, self.dovecot.port), timeout=120)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = sock.makefile("rb")
+
+        def command(tag: str, parts: list[bytes]) -> bytes:
+            sock.sendall(b"".join(parts))
+            while True:
+                line = reader.readline()
+                if not line:
+                    raise SystemExit("append_dated: the server closed the connection")
+                if line.startswith(tag.encode() + b" "):
+                    if not line.startswith(tag.encode() + b" OK"):
+                        raise SystemExit(f"append_dated: {line.decode(errors='replace').strip()}")
+                    return line
+                if line.rstrip().endswith(b"}"):
+                    raise SystemExit("append_dated: the server asked for a synchronising literal")
+
+        reader.readline()  # the greeting
+        user_name, password = self.users[user]
+        command("a0", [f'a0 LOGIN "{user_name}" "{password}"\r\n'.encode()])
+        for n, start in enumerate(range(0, len(items), per_command)):
+            tag = f"m{n}"
+            parts = [f'{tag} APPEND "{folder}"'.encode()]
+            for raw, when in items[start:start + per_command]:
+                parts.append(f' () "{datetime_to_INTERNALDATE(when)}" {{{len(raw)}+}}\r\n'.encode())
+                parts.append(raw)
+            parts.append(b"\r\n")
+            command(tag, parts)
+        command("z0", [b"z0 LOGOUT\r\n"])
+        sock.close()
+        return time.perf_counter() - started
 
     # --- the daemon as `python -m mailbot run` ---
 

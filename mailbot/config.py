@@ -49,9 +49,17 @@ def _email(value: str) -> str:
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
+# $NAME or ${NAME} in a secret file's path (_secret_file)
+VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
 def read_secret_file(path: Path, what: str) -> str:
     """The first line of a file holding a secret, refused when other users may read or change it
     (a password readable by anyone on the machine is no secret). Every secret file goes through here."""
+    if unset := VARIABLE.search(str(path)):
+        raise ConfigError(f"{what}: the secret file {path} names ${unset.group(1) or unset.group(2)}, which is not set "
+                          "(systemd sets $CREDENTIALS_DIRECTORY for a service with LoadCredential=; README, Running "
+                          "as a service, shows how to run a command so)")
     try:
         mode = os.stat(path).st_mode
     except OSError as exc:
@@ -75,6 +83,17 @@ def _from_folder(value: Path | None, info: ValidationInfo) -> Path | None:
     return value if value.is_absolute() or folder is None else folder / value
 
 
+def _secret_file(value: Path | None, info: ValidationInfo) -> Path | None:
+    """A secret file's path: each $NAME or ${NAME} is that environment variable (a service's
+    credentials are in ${CREDENTIALS_DIRECTORY}, systemd's LoadCredential=), then relative from
+    the configuration file's folder. A variable not set here stays as written, and only reading
+    the file says so: commands that need no secret (status, digest) work all the same."""
+    if value is None:
+        return None
+    text = VARIABLE.sub(lambda m: os.environ.get(m.group(1) or m.group(2), m.group(0)), str(value))
+    return Path(text) if VARIABLE.search(text) else _from_folder(Path(text), info)
+
+
 def read_secret(env: str | None, file: Path | None, what: str, name: str = "password") -> str | None:
     """A secret from the environment variable `env` or the first line of `file`; None when
     neither is set. Never from the configuration file itself."""
@@ -93,7 +112,7 @@ class Secret(_Strict):
     password_env: str | None = None  # the name of an environment variable
     password_file: Path | None = None  # a file holding the password (first line)
 
-    _password_file_from_folder = field_validator("password_file")(lambda cls, v, info: _from_folder(v, info))
+    _password_file_from_folder = field_validator("password_file")(lambda cls, v, info: _secret_file(v, info))
 
     def password(self, what: str) -> str:
         value = read_secret(self.password_env, self.password_file, what)
@@ -145,7 +164,7 @@ class OAuth2(_Strict):
     ca_file: Path | None = None
 
     _files_from_folder = field_validator("client_secret_file", "certificate_file", "refresh_token_file", "ca_file")(
-        lambda cls, v, info: _from_folder(v, info))
+        lambda cls, v, info: _secret_file(v, info))
 
     @model_validator(mode="after")
     def _complete(self) -> OAuth2:
@@ -351,6 +370,16 @@ class Daemon(_Strict):
     # The SMTP connection (and the sent folder's) stays open for the next mail; closed after
     # this long without one.
     smtp_idle_seconds: float = Field(default=5, gt=0)
+    # Mail that reached the mailboxes before this moment (IMAP INTERNALDATE) is history: filed,
+    # never answered (mailbot/history.py). Unset: the daemon's first start on its database.
+    history_before: dt.datetime | None = None
+
+    @field_validator("history_before")
+    @classmethod
+    def _with_offset(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give the time with its offset, e.g. 2027-01-01T00:00+01:00")
+        return value
 
 
 class Retention(_Strict):

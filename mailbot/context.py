@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
@@ -31,6 +32,9 @@ class Context:
     calendars: dict[str, BusinessCalendar]
     renderer: Renderer
     max_attempts: int = 3
+    # Mail that reached the mailboxes before this is history (mailbot/history.py); set by the
+    # daemon from its first start. None (replay, the demo): no mail is history.
+    history_before: dt.datetime | None = None
 
     @property
     def limits(self) -> Limits:

@@ -4,6 +4,7 @@ Mail is processed by the same pipeline as the replay, one at a time in a single 
 thread (SQLite has one writer; the IMAP connections have their own threads); every mail is
 read first in the reader process, within bounds (mailbot/readers.py). SIGTERM or
 SIGINT: stop taking mail, finish the mail in hand, flush the outbox once, exit 0.
+The first start on a database is recorded: mail that came before it is history (history.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlmodel import Session, select
 
 from mailbot.config import Settings
 from mailbot.context import Context
+from mailbot.history import cutoff, first_start
 from mailbot.jobs import run_digest, run_retention, run_sweep
 from mailbot.outbox import Draft, enqueue, written_since
 from mailbot.pipeline import handle
@@ -52,6 +54,8 @@ class Daemon:
     settings: Settings
     clock: Clock = system_clock
     with_scheduler: bool = True  # the demo drives the jobs itself, on a simulated clock
+    # Mail from before the first start is history; the demo, whose clock is not the server's, has none.
+    history: bool = True
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     processed: int = 0
 
@@ -110,7 +114,8 @@ class Daemon:
                 self.processed += 1
                 log.info("mail", extra={"mailbox": seen.mailbox, "folder": seen.folder, "uid": seen.uid,
                                         "kind": outcome.kind, "dossier": outcome.dossier,
-                                        "duplicate": outcome.duplicate, "quarantined": bool(outcome.quarantined)})
+                                        "duplicate": outcome.duplicate, "quarantined": bool(outcome.quarantined),
+                                        "historical": outcome.historical})
                 self.sender.wake.set()
                 return True
         return True
@@ -243,6 +248,14 @@ class Daemon:
         log.error("task ended", extra={"task": task.get_name(), "reason": repr(exc)[:300]},
                   exc_info=(type(exc), exc, exc.__traceback__) if exc else None)
 
+    def _history(self) -> None:
+        """Record the first start (once per database) and what is history from it on."""
+        first, is_first = first_start(self.engine, self.clock())
+        self.ctx.history_before = cutoff(first, self.settings)
+        if is_first:
+            log.info("first start", extra={"history_before": self.ctx.history_before.isoformat(),
+                                           "reason": "mail that came before is filed without answers"})
+
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -250,6 +263,8 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop.set)
             except (NotImplementedError, RuntimeError):
                 pass  # not the main thread (tests): the caller sets `stop`
+        if self.history:
+            await self.run_db(self._history)
         self.readers.start()  # it boots on the other core while the jobs catch up: warm for the first mail
         scheduler = None
         if self.with_scheduler:

@@ -56,7 +56,7 @@ class Demo:
             settings = sandbox_settings(self.sandbox, self.data)
             mails = season(settings)
             self.clock = SimClock(mails[0].at - dt.timedelta(hours=1))
-            self.daemon = Daemon(settings, clock=self.clock, with_scheduler=False)
+            self.daemon = Daemon(settings, clock=self.clock, with_scheduler=False, history=False)
             self.settings = settings
             loop = self.loop = asyncio.new_event_loop()
             thread = threading.Thread(target=lambda: loop.run_until_complete(self.daemon.serve()), daemon=True)

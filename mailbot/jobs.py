@@ -11,6 +11,7 @@ import logging
 
 from sqlmodel import Session
 
+from mailbot import history
 from mailbot.answers.digest import digest_draft
 from mailbot.answers.scheduled import alert_draft, reminder_drafts
 from mailbot.context import Context
@@ -31,14 +32,16 @@ def run_sweep(ctx: Context, now: dt.datetime) -> None:
 
 
 def run_digest(ctx: Context, now: dt.datetime) -> None:
-    """The morning round: client reminders, then one triage summary per team."""
+    """The morning round: client reminders, then one triage summary per team (which lists the
+    dossiers imported from history once)."""
     calendar = ctx.calendars[ctx.settings.schedule.calendar]
     with Session(ctx.engine, expire_on_commit=False) as session:
-        for draft in reminder_drafts(session, now, ctx.settings, calendar, ctx.renderer):
+        for draft in reminder_drafts(session, now, ctx.settings, calendar, ctx.renderer, ctx.history_before):
             enqueue(session, draft, now, ctx.limits, shadow=ctx.settings.answers.shadow)
         session.flush()
         for team in ("worldline", "bosa"):
             enqueue(session, digest_draft(session, team, now, ctx.settings, calendar, ctx.renderer), now, ctx.limits)
+            history.mark_listed(session, team, history.to_review(session, team), now)
         session.commit()
 
 

@@ -7,6 +7,7 @@
       -> understand (dossier, kind)                                            reads the store
       -> apply (dossier flags, contacts, events, deadlines)           ┐ one transaction
       -> answer: read the facts, decide (pure), render, queue          ┘ (answers/facts, plan, drafts, outbox)
+         or, for mail from before the bot's first start, no answer at all  (history.py)
     The values it passes around live apart: seen.py, understanding.py, context.py.
     A failure rolls back that mail's changes, records the reason and sets the mail aside
     (quarantine) once it has failed `max_attempts` times; the caller goes on with the next.
@@ -35,6 +36,7 @@ from mailbot.dossiers.process import (
     record_unlinked,
 )
 from mailbot.dossiers.state import document_step
+from mailbot.history import file_as_history, is_historical
 from mailbot.mail.documents import Looked, announces_form, read_documents
 from mailbot.mail.kinds import Kind, classify
 from mailbot.mail.model import ParsedMail
@@ -58,7 +60,12 @@ def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context, read: Read | U
     """Record, understand and file one mail seen at `at`. Never raises for a bad mail.
     `read`: the mail as the reader process read it (the daemon always gives it: no attachment
     is read on its database thread), or why it could not be read within the bounds (it is
-    recorded and set aside at once); without it (replay), the attachments are read here."""
+    recorded and set aside at once); without it (replay), the attachments are read here. Mail that
+    reached its mailbox before the bot's first start (`ctx.history_before`) is history: filed
+    at the time it came, and not answered."""
+    historical = is_historical(seen, ctx.history_before)
+    if historical:
+        at = seen.arrived or at
     if isinstance(read, Read):
         mail, looked = read.mail, read.looked
     elif isinstance(read, Unreadable):  # past a bound in the reader process: its head is enough to record it
@@ -79,11 +86,15 @@ def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context, read: Read | U
         with Session(ctx.engine, expire_on_commit=False) as session:
             session.add(msg)  # as _record left it: no need to load it again
             understanding = _understand_and_apply(session, raw, mail, looked, msg, seen, mailboxes, at, ctx)
-            _answer(session, understanding, raw, msg_pk, at, ctx)
+            if historical:
+                file_as_history(session, understanding, msg_pk, at, ctx.history_before)
+            else:
+                _answer(session, understanding, raw, msg_pk, at, ctx)
             msg.status = "processed"
             session.add(msg)
             session.commit()
-        return Outcome(msg_pk, key, mail.message_id, mailboxes, duplicate=False, understanding=understanding)
+        return Outcome(msg_pk, key, mail.message_id, mailboxes, duplicate=False, understanding=understanding,
+                       historical=historical)
     except OperationalError:
         # The store failed (locked, full, gone), not the mail: no attempt counted, no quarantine;
         # the caller keeps the mail and brings it again once the store works.

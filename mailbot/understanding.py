@@ -41,6 +41,7 @@ class Outcome:
     quarantined: str | None = None  # the reason, when set aside for a person
     failed: str | None = None  # the reason of a failure that will be retried
     known: tuple[str | None, str | None] = (None, None)  # a duplicate's recorded kind and dossier
+    historical: bool = False  # came before the bot's first start: filed, not answered
 
     @property
     def kind(self) -> str | None:

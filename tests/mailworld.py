@@ -69,7 +69,10 @@ class World:
                           for box, addr in self.addresses.items()},
             "smtp": {"host": local_smtp.host, "port": local_smtp.port, "security": "plain"},
             "database": {"url": f"sqlite:///{tmp_path}/{name}.sqlite"},
-            "daemon": {"send_retry_max_seconds": 1, "backoff_max_seconds": 2},
+            # As if the bot had first started long ago: mail appended before start() is new mail,
+            # not history (tests/test_history.py takes this away).
+            "daemon": {"send_retry_max_seconds": 1, "backoff_max_seconds": 2,
+                       "history_before": "2000-01-01T00:00:00+00:00"},
         }
         self.settings = parse_settings(self.data)
         self.bot = None

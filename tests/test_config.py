@@ -73,6 +73,25 @@ def test_relative_paths_are_taken_from_the_configuration_files_folder(tmp_path, 
     assert parse_settings({"mailboxes": BOXES, "files": {"robot_rules": "r.toml"}}).files.robot_rules == Path("r.toml")
 
 
+def test_secret_files_take_the_services_credentials_directory_from_the_environment(tmp_path, monkeypatch):
+    """deploy/mailbot.service: the secrets are files in $CREDENTIALS_DIRECTORY (LoadCredential=)."""
+    secret = tmp_path / "mailbot-worldline-imap"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    boxes = {**BOXES, "worldline": {**BOXES["worldline"], "imap": {
+        "host": "127.0.0.1", "user": "wl", "security": "plain",
+        "password_file": "${CREDENTIALS_DIRECTORY}/mailbot-worldline-imap"}}}
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    imap = parse_settings({"mailboxes": boxes}, "/etc/mailbot/config.toml").mailboxes["worldline"].imap
+    assert imap.password_file == secret and imap.password("imap") == "s3cret"
+    # Outside the service the configuration loads all the same (status needs no secret); the
+    # secret itself cannot be read, and the error says why.
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    imap = parse_settings({"mailboxes": boxes}, "/etc/mailbot/config.toml").mailboxes["worldline"].imap
+    with pytest.raises(ConfigError, match=r"names \$CREDENTIALS_DIRECTORY, which is not set"):
+        imap.password("mailboxes.worldline.imap")
+
+
 @pytest.mark.parametrize("section, key, value, expected", [
     ("daemon", "max_attempts", "three", 'daemon.max_attempts should be a whole number, not "three"'),
     ("daemon", "readers", 1.5, "daemon.readers should be a whole number, not 1.5"),

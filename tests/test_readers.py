@@ -223,7 +223,8 @@ def test_a_backlog_is_taken_in_batches_bounded_in_count_and_bytes(dovecot, make_
         conn.close()
     assert [len(b) for b in batches] == [4, 2, 1, 3]  # 4 small; small + big; big alone; big + 2 small
     assert [u for b in batches for u in b] == uids
-    assert list(fetched) == batches[0] and all(raw.startswith(b"Subject: s") for raw in fetched.values())
+    assert list(fetched) == batches[0] and all(f.raw.startswith(b"Subject: s") for f in fetched.values())
+    assert all(f.arrived is not None and f.arrived.tzinfo is not None for f in fetched.values())  # INTERNALDATE
 
 
 @pytest.mark.integration

@@ -178,9 +178,13 @@ def staff_contexts(purpose: str, language: str) -> list[dict]:
                                       sender="marie.dubois@namur.be", since="2027-01-11 16:02")],
             "dormant": [NS(reference="EPAY-2027-0004", project_name="Gemeente Zaventem", since="2027-01-12 08:30",
                            waiting=[("client", "order_form"), ("client", "convention")])],
+            "imported": [NS(reference="EPAY-2025-0031", project_name="Commune de Spa", stage="form_incomplete",
+                            waiting=[("client", "corrected_order_form"), ("client", "convention")],
+                            opened="2025-06-03 10:12")],
         }
         empty = {"team": "bosa", "date": "2027-01-13", "new_dossiers": [], "dossiers": [], "due_today": [],
-                 "overdue": [], "missing_bosa_copy": [], "needs_person": [], "shadow": [], "changes_to_confirm": [], "dormant": []}
+                 "overdue": [], "missing_bosa_copy": [], "needs_person": [], "shadow": [], "changes_to_confirm": [],
+                 "dormant": [], "imported": []}
         return [full | {"_dossier": None}, empty | {"_dossier": None}]
     raise AssertionError(purpose)
 
@@ -305,9 +309,10 @@ def test_codes_are_translated():
                  "settlement_iban", "technical_contact_email"):
         assert code not in text and code not in html
     assert "voorvalidatie van de bestelbon" in text and "EPAY-2027-0007" in html
+    assert "EPAY-2025-0031" in text and "EPAY-2025-0031" in html and "GEÏMPORTEERD" in text
     empty = dict(CASES[[c.id for c in CASES].index("digest.fr-1")].values[2])
     text, html = render("digest", "fr", empty)
-    assert "aucun" in text and "aucun" in html and "shadow" not in text.lower()
+    assert "aucun" in text and "aucun" in html and "shadow" not in text.lower() and "historique" not in text.lower()
 
 
 def test_change_to_confirm_shows_what_it_is_given():

@@ -14,6 +14,7 @@ from mailbot.answers.render import Renderer
 from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
 from mailbot.dossiers.state import stage, waiting_for
+from mailbot.history import to_review
 from mailbot.outbox import Draft, shadow_since
 from mailbot.store.models import Deadline, Decision, Dossier, Message, PendingChange, Sighting
 
@@ -94,6 +95,10 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
         "dormant": [SimpleNamespace(reference=d.reference, project_name=d.project_name, since=_day(d.dormant_since),
                                     waiting=[(w.party, w.what) for w in waiting_for(d)])
                     for d in dossiers if d.dormant_since is not None],
+        # Opened from mail of before the bot's first start and still open: listed once (jobs.run_digest).
+        "imported": [SimpleNamespace(reference=d.reference, project_name=d.project_name, stage=stage(d),
+                                     waiting=[(w.party, w.what) for w in waiting_for(d)], opened=_day(d.opened_at))
+                     for d in to_review(session, team)],
     }
 
 
@@ -126,7 +131,7 @@ def digest_draft(session: Session, team: str, now: dt.datetime, settings: Settin
     context = digest_context(session, team, now, calendar)
     rendered = renderer.render("digest", box.language, context)
     counts = {k: len(context[k]) for k in ("new_dossiers", "dossiers", "due_today", "overdue", "missing_bosa_copy",
-                                           "needs_person", "shadow", "changes_to_confirm", "dormant")}
+                                           "needs_person", "shadow", "changes_to_confirm", "dormant", "imported")}
     return Draft("digest", settings.mailboxes[settings.answers.from_mailbox].address, (box.address,), (),
                  rendered, rendered.subject, None, None, None, (), {"team": team, "counts": counts},
                  client_mail=False)

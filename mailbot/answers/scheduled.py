@@ -56,12 +56,14 @@ def alert_draft(session: Session, alert: Alert, now: dt.datetime, settings: Sett
 
 
 def reminder_drafts(session: Session, now: dt.datetime, settings: Settings, calendar: BusinessCalendar,
-                    renderer: Renderer) -> list[Draft]:
+                    renderer: Renderer, history_before: dt.datetime | None = None) -> list[Draft]:
     """Clients who have owed a document for `reminder_days` business days, reminded once per
     period and at most `max_reminders` times per owed document, only at an address that wrote
     to the dossier itself (dossiers/writers.py), the latest writer. A dossier due a reminder
     with none left to send, or nobody who wrote to send it to, becomes dormant (`dormant_since`
-    and an event, in the caller's session; the digest lists it) until the client moves again."""
+    and an event, in the caller's session; the digest lists it) until the client moves again.
+    The days count from `history_before` at the earliest: no reminder is owed for a wait that
+    began before the bot's first start (mailbot/history.py)."""
     days, cap = settings.answers.reminder_days, settings.answers.max_reminders
     today = now.astimezone(BRUSSELS).date()
     drafts = []
@@ -90,7 +92,7 @@ def reminder_drafts(session: Session, now: dt.datetime, settings: Settings, cale
         if not owed:
             continue
         assert dossier.id is not None  # read back
-        since = max(t for t in (last_move, last_reminder, dossier.opened_at) if t is not None)
+        since = max(t for t in (last_move, last_reminder, dossier.opened_at, history_before) if t is not None)
         idle = calendar.business_days_between(since.astimezone(BRUSSELS).date(), today)
         if idle < days:
             continue

@@ -11,10 +11,14 @@ from mailbot.calendar import BusinessCalendar, due_date
 from mailbot.config import Settings
 from mailbot.store.models import Deadline, Dossier, Event
 
+# Deadlines still owed: running ("open"), or run out before the bot's first start ("imported",
+# mailbot/history.py: never alerted, but the mail that meets one meets it).
+OWED = ("open", "imported")
+
 
 def open_deadline(session: Session, dossier: Dossier, name: str) -> Deadline | None:
     return session.exec(select(Deadline).where(Deadline.dossier_id == dossier.id, Deadline.name == name,
-                                               Deadline.state == "open")).first()
+                                               col(Deadline.state).in_(OWED))).first()
 
 
 def start(session: Session, dossier: Dossier, name: str, at: dt.datetime, settings: Settings,

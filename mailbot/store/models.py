@@ -263,3 +263,10 @@ class FolderState(SQLModel, table=True):
     last_contact: dt.datetime | None = Field(default=None, sa_column=_utc_null())
     last_error: str = ""
     reported_down: bool = False  # the watchdog told staff; it tells them again on recovery
+
+
+class Installation(SQLModel, table=True):
+    """The bot's installation, one row: when the daemon first started on this database. Mail
+    that reached the mailboxes before then is history, filed without answers (mailbot/history.py)."""
+    id: int | None = Field(default=None, primary_key=True)
+    first_started_at: dt.datetime = Field(sa_column=_utc())

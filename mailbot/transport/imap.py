@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import random
 import socket
@@ -127,6 +128,19 @@ def keyword_allowed(selected: dict, keyword: str) -> bool:
     return b"\\*" in flags or keyword.encode().lower() in flags
 
 
+@dataclass(frozen=True)
+class Fetched:
+    raw: bytes
+    arrived: dt.datetime | None  # INTERNALDATE: when the server received the mail
+
+
+def _aware(value: object) -> dt.datetime | None:
+    """INTERNALDATE as an aware time (None when the server gave none that imapclient could read)."""
+    if not isinstance(value, dt.datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+
+
 class ImapFolder:
     """One synchronous connection to one folder."""
 
@@ -153,6 +167,7 @@ class ImapFolder:
             with contextlib.suppress(Exception):  # never logged in, or the connection is gone
                 client.shutdown()
             raise
+        client.normalise_times = False  # INTERNALDATE with the server's offset, not naive local time
         self.client = client
         self.uidvalidity = int(selected[b"UIDVALIDITY"])
         self.can_keyword = keyword_allowed(selected, cfg.keyword)
@@ -203,12 +218,14 @@ class ImapFolder:
             total += size
         return out
 
-    def fetch(self, uids: list[int]) -> dict[int, bytes]:
-        """The mails of `uids` still there, in one FETCH (BODY.PEEK leaves \\Seen alone)."""
+    def fetch(self, uids: list[int]) -> dict[int, Fetched]:
+        """The mails of `uids` still there, with when the server received each, in one FETCH
+        (BODY.PEEK leaves \\Seen alone)."""
         self.step = "fetch"
         assert self.client is not None  # opened
-        data = self.client.fetch(uids, ["BODY.PEEK[]"])
-        return {uid: data[uid][b"BODY[]"] for uid in uids if b"BODY[]" in data.get(uid, {})}
+        data = self.client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
+        return {uid: Fetched(data[uid][b"BODY[]"], _aware(data[uid].get(b"INTERNALDATE")))
+                for uid in uids if b"BODY[]" in data.get(uid, {})}
 
     def mark_done(self, uids: list[int]) -> None:
         self.step = "flag done"
@@ -400,9 +417,10 @@ class FolderWatcher:
             for batch in await self._io(conn, conn.batches, uids[start:start + 500]):
                 if self.stop.is_set():
                     return  # the mail in hand is finished; the rest waits for the next start
-                raws = await self._io(conn, conn.fetch, batch)
-                items = [(raws[uid], Seen(self.mailbox, self.folder, conn.uidvalidity, uid)) for uid in batch
-                         if uid in raws]
+                fetched = await self._io(conn, conn.fetch, batch)
+                items = [(fetched[uid].raw,
+                          Seen(self.mailbox, self.folder, conn.uidvalidity, uid, fetched[uid].arrived))
+                         for uid in batch if uid in fetched]
                 done = await self.process(items)
                 if done:
                     await self._io(conn, conn.mark_done, [seen.uid for _, seen in items[:done]])
