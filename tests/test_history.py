@@ -18,6 +18,8 @@ from mailbot.jobs import run_digest, run_sweep
 from mailbot.season import Mail
 from mailbot.store.models import Deadline, Decision, Dossier, Event, Installation, Message, OutboxMail
 
+pytestmark = pytest.mark.integration  # servers or processes in every test
+
 NOW = dt.datetime.now(dt.timezone.utc)
 HEADINGS = {"en": "imported from history", "fr": "importés de l'historique", "nl": "geïmporteerd uit de geschiedenis"}
 INCOMPLETE = {"expected_yearly_transactions": "beaucoup", "technical_contact_phone": ""}

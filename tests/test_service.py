@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from mailworld import World, form_mail, purpose, to_toml, wait_for
 
+pytestmark = pytest.mark.integration  # servers or processes in every test
+
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "deploy" / "mailbot.service"
 
