@@ -85,6 +85,8 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
 def _needs_person_reason(m: Message) -> str | None:
     if m.status == "quarantined":
         return f"set aside: {m.status_reason}"
+    if m.sender_auth and not m.sender_authenticated and m.kind not in ("bounce", "auto_reply"):
+        return f"sender not authenticated: {m.sender_auth_reason}"
     if m.unlinked_sender:
         return "from a sender not linked to the dossier"
     if m.kind == "unrelated":
