@@ -175,7 +175,8 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
     # The order forms first: their project name and enterprise number help find the dossier.
     pre = read_documents(mail, ctx.form_rules, None, mailboxes, ctx.document_rules, looked)
     forms = [d.check for d in pre.of("order_form") if d.check is not None and d.usable]
-    match = find_dossier(session, mail, subject, forms)
+    match = find_dossier(session, mail, subject, forms, staff=staff_party is not None,
+                         is_free_mail=ctx.document_rules.is_free_mail)
     dossier = match.dossier
     reading = read_documents(mail, ctx.form_rules, document_step(dossier), mailboxes, ctx.document_rules, looked) \
         if dossier is not None else pre

@@ -156,9 +156,10 @@ def staff_contexts(purpose: str, language: str) -> list[dict]:
             "shadow": [NS(purpose="form_incomplete", to="marie.dubois@namur.be",
                           subject="RE: [EPAY-2027-0001] BOSA M1036 - Bon de commande – Ville de Namur",
                           dossier="EPAY-2027-0001")],
+            "claimed_twice": [NS(project_name="Ville de Namur", references=["EPAY-2027-0001", "EPAY-2027-0010"])],
         }
         empty = {"team": "bosa", "date": "2027-01-13", "new_dossiers": [], "dossiers": [], "due_today": [],
-                 "overdue": [], "missing_bosa_copy": [], "needs_person": [], "shadow": []}
+                 "overdue": [], "missing_bosa_copy": [], "needs_person": [], "shadow": [], "claimed_twice": []}
         return [full | {"_dossier": None}, empty | {"_dossier": None}]
     raise AssertionError(purpose)
 
