@@ -4,6 +4,7 @@
       -> parse                                                                 pure
       -> record (the message and where it was seen: committed before anything else)
       -> read (subject, the order forms, the other documents)                  pure
+      -> who wrote: the sender authenticated, or not (trust.py)                pure
       -> understand (dossier, kind)                                            reads the store
       -> apply (dossier flags, contacts, events, deadlines)           ┐ one transaction
       -> answer: read the facts, decide (pure), render, queue          ┘ (answers/facts, plan, drafts, outbox)
@@ -70,7 +71,8 @@ def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context, read: Read | U
     auth = sender_auth(raw, mail, seen, ctx.settings)
     # A copy that vouches for a sender an earlier copy did not (the same mail in the other inbox,
     # a staff mail's copy in the Sent folder) files it again, as from its sender.
-    again = state == "processed" and bool(msg.sender_auth) and not msg.sender_authenticated and auth.authenticated
+    again = state == "processed" and bool(msg.sender_auth) and not msg.sender_authenticated and auth.authenticated \
+        and not isinstance(read, Unreadable)
     if state != "received" and not again:
         return Outcome(msg_pk, key, mail.message_id, mailboxes, duplicate=True, known=known)
     if isinstance(read, Unreadable):

@@ -209,9 +209,6 @@ def _apply_staff(session, dossier, at, message_pk, party: str | None, event) -> 
     """A staff mail in the dossier meets the deadline its party owes. `party` comes only with a
     mail found in a watched mailbox's Sent folder or authenticated from a staff address
     (mailbot/trust.py): a forged staff mail is no staff mail and never gets here."""
-    if party is None:
-        event("staff_mail", "from staff, not authenticated: no step marked")
-        return
     if party == "worldline":
         if dossier.form_status == "complete" and not dossier.prevalidated and \
                 deadlines.open_deadline(session, dossier, "prevalidation") is not None:
