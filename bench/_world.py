@@ -271,7 +271,9 @@ class BenchWorld:
             "mailboxes": {
                 name: {"address": address, "staff": [staff], "language": "fr",
                        "imap": {"host": self.dovecot.host, "port": self.dovecot.port, "user": name,
-                                "security": "plain", "password_env": PASSWORD_ENV.format(name.upper())}}
+                                "security": "plain", "password_env": PASSWORD_ENV.format(name.upper())},
+                       # the mails are appended as the sandbox's SMTP server delivers them: stamped
+                       "authentication": {"authserv_ids": ["sandbox.localhost"]}}
                 for name, address, staff in (("worldline", WL, WL_STAFF), ("bosa", BOSA, BOSA_STAFF))},
             "smtp": {"host": self.smtp.host, "port": self.smtp.port, "security": "plain"},
             "database": {"url": f"sqlite:///{self.db_path}"},

@@ -70,7 +70,7 @@ def form_mails(count: int) -> list[tuple[str, bytes]]:
         filename = "Bon de commande_WL_M1036_FR_V2.2.xlsx" if lang == "fr" else "Bestelbon_WL_M1036_NL_V2.2.xlsx"
         mail = Mail(brussels(2027, 3, 1, 9), client_address(n), [WL], subject, body, cc=[BOSA],
                     attachments=[(filename, forms.make(variant, project), XLSX)], message_id=f"<{message_id}>")
-        out.append((message_id, mail.to_bytes()))
+        out.append((message_id, mail.delivered()))  # stamped as the sandbox's SMTP server delivers it
     return out
 
 

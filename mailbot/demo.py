@@ -86,7 +86,7 @@ class Demo:
         raw = mail.to_bytes()
         recipients = [*mail.to, *mail.cc]
         with smtplib.SMTP(self.sandbox.smtp_host, self.sandbox.smtp_port, timeout=10) as smtp:
-            smtp.sendmail(mail.sender.split("<")[-1].rstrip(">"), recipients, raw.replace(b"\n", b"\r\n"))
+            smtp.sendmail(mail.mail_from, recipients, raw.replace(b"\n", b"\r\n"))
         places = set()
         for address in recipients:
             if name := self.settings.mailbox_of(address.split("<")[-1].rstrip(">")):

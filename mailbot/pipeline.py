@@ -4,6 +4,7 @@
       -> parse                                                                 pure
       -> record (the message and where it was seen: committed before anything else)
       -> read (subject, the order forms, the other documents)                  pure
+      -> who wrote: the sender authenticated, or not (trust.py)                pure
       -> understand (dossier, kind)                                            reads the store
       -> apply (dossier flags, contacts, events, deadlines)           ┐ one transaction
       -> answer: read the facts, decide (pure), render, queue          ┘ (answers/facts, plan, drafts, outbox)
@@ -37,7 +38,8 @@ from mailbot.dossiers.process import (
 )
 from mailbot.dossiers.state import document_step
 from mailbot.history import file_as_history, is_historical
-from mailbot.mail.documents import Looked, announces_form, read_documents
+from mailbot.mail.authn import SenderAuth
+from mailbot.mail.documents import Looked, Reading, announces_form, read_documents
 from mailbot.mail.kinds import Kind, classify
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.parse import parse_mail
@@ -46,6 +48,7 @@ from mailbot.outbox import enqueue
 from mailbot.readers import Read, Unreadable
 from mailbot.seen import Seen
 from mailbot.store.models import AttachmentRecord, Decision, Dossier, Message, Sighting
+from mailbot.trust import sender_auth
 from mailbot.understanding import Outcome, Understanding
 
 log = logging.getLogger("mailbot.pipeline")
@@ -75,7 +78,12 @@ def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context, read: Read | U
     msg, mailboxes, known = _record(mail, seen, at, ctx)
     msg_pk, key, state = msg.id, msg.key, msg.status
     assert msg_pk is not None  # _record flushed it
-    if state != "received":
+    auth = sender_auth(raw, mail, seen, ctx.settings)
+    # A copy that vouches for a sender an earlier copy did not (the same mail in the other inbox,
+    # a staff mail's copy in the Sent folder) files it again, as from its sender.
+    again = state == "processed" and bool(msg.sender_auth) and not msg.sender_authenticated and auth.authenticated \
+        and not isinstance(read, Unreadable)
+    if state != "received" and not again:
         return Outcome(msg_pk, key, mail.message_id, mailboxes, duplicate=True, known=known)
     if isinstance(read, Unreadable):
         log.warning("mail unreadable", extra={"message_pk": msg_pk, "reason": read.reason})
@@ -85,7 +93,7 @@ def handle(raw: bytes, seen: Seen, at: dt.datetime, ctx: Context, read: Read | U
     try:
         with Session(ctx.engine, expire_on_commit=False) as session:
             session.add(msg)  # as _record left it: no need to load it again
-            understanding = _understand_and_apply(session, raw, mail, looked, msg, seen, mailboxes, at, ctx)
+            understanding = _understand_and_apply(session, raw, mail, looked, msg, auth, mailboxes, at, ctx, again)
             if historical:
                 file_as_history(session, understanding, msg_pk, at, ctx.history_before)
             else:
@@ -172,23 +180,30 @@ def _answer(session: Session, u: Understanding, raw: bytes, msg_pk: int, at: dt.
                     shadow=ctx.settings.answers.shadow)
 
 
-def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked: Looked, msg: Message, seen: Seen,
-                          mailboxes: tuple[str, ...], at: dt.datetime, ctx: Context) -> Understanding:
+def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked: Looked, msg: Message,
+                          auth: SenderAuth, mailboxes: tuple[str, ...], at: dt.datetime, ctx: Context,
+                          again: bool = False) -> Understanding:
+    """`auth`: whether the mail is from its From address. An unauthenticated mail is filed but
+    treated as from an unlinked sender: it opens no dossier (staff get a note and the digest
+    lists it; an authenticated copy seen later files it then), links nobody, changes no dossier
+    and gets no details. `again`: such a mail, filed before, now authenticated by a later copy."""
     assert msg.id is not None  # recorded by _record
     settings = ctx.settings
     subject = parse_subject(mail.subject, ctx.subject_rules)
-    staff_party = settings.mailbox_of(mail.sender) if mail.sender else None
+    claimed_party = settings.mailbox_of(mail.sender) if mail.sender else None
+    staff_party = claimed_party if auth.authenticated else None  # a forged staff mail is no staff mail
     # The order forms first: their project name and enterprise number help find the dossier.
     pre = read_documents(mail, ctx.form_rules, None, mailboxes, ctx.document_rules, looked)
     forms = [d.check for d in pre.of("order_form") if d.check is not None and d.usable]
-    match = find_dossier(session, mail, subject, forms)
+    match = find_dossier(session, mail, subject, forms, staff=staff_party is not None,
+                         is_free_mail=ctx.document_rules.is_free_mail)
     dossier = match.dossier
     reading = read_documents(mail, ctx.form_rules, document_step(dossier), mailboxes, ctx.document_rules, looked) \
         if dossier is not None else pre
     classified = classify(mail, raw, subject, reading, staff_sender=staff_party is not None,
                           in_dossier=dossier is not None, announces_form=announces_form(mail, ctx.document_rules),
                           rules=ctx.robot_rules)
-    if dossier is None and classified.kind == Kind.SUBMISSION:
+    if dossier is None and classified.kind == Kind.SUBMISSION and auth.authenticated:
         limit = settings.answers.max_new_dossiers_per_sender_per_day
         if held := new_dossier_limit(session, mail.sender, at, limit):
             # kept in no dossier: the decision says why, the digest lists it for a person
@@ -200,13 +215,15 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
     unlinked = False
     change = None
     if dossier is not None and classified.kind not in (Kind.BOUNCE, Kind.AUTO_REPLY):
-        if staff_party is None and mail.sender and not is_linked(session, dossier, mail.sender):
-            if is_colleague(session, dossier, mail.sender, ctx.document_rules.public_domains):
+        if not auth.authenticated:
+            unlinked = True
+        elif staff_party is None and mail.sender and not is_linked(session, dossier, mail.sender):
+            if is_colleague(session, dossier, mail.sender, ctx.document_rules.is_free_mail):
                 link_contact(session, dossier, mail.sender, "colleague")
             else:
                 unlinked = True
         if unlinked:
-            record_unlinked(session, dossier, reading, msg.id, at)
+            record_unlinked(session, dossier, reading, msg.id, at, "" if auth.authenticated else auth.reason)
         else:
             change = apply_mail(session, dossier, mail=mail, kind=classified.kind, reading=reading, at=at,
                                 settings=settings, calendars=ctx.calendars, message_pk=msg.id,
@@ -214,13 +231,20 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
     msg.kind, msg.kind_reason = classified.kind.value, classified.reason[:500]
     msg.dossier_id = dossier.id if dossier is not None else None
     msg.unlinked_sender = unlinked
+    msg.sender_auth, msg.sender_authenticated = auth.status.value, auth.authenticated
+    msg.sender_auth_reason = auth.reason[:500]
     msg.documents = ",".join(reading.kinds)
+    if not again:  # a mail filed again keeps the attachments recorded the first time
+        _record_attachments(session, mail, reading, msg.id)
+    return Understanding(mail, subject, mailboxes, reading, classified.kind, classified.code, classified.reason,
+                         dossier, match.how, staff_party, unlinked, change, auth)
+
+
+def _record_attachments(session: Session, mail: ParsedMail, reading: Reading, msg_pk: int) -> None:
     for index, att in enumerate(mail.attachments):
         doc = next((d for d in reading.documents if d.index == index), None)
         why = doc.reason if doc else next((r for i, r in reading.ignored if i == index), "")
-        session.add(AttachmentRecord(message_pk=msg.id, filename=att.filename[:255],
+        session.add(AttachmentRecord(message_pk=msg_pk, filename=att.filename[:255],
                                      content_type=att.content_type[:100],
                                      size=att.size, sha256=att.sha256, origin=att.origin,
                                      document=doc.kind if doc else None, reason=why[:300]))
-    return Understanding(mail, subject, mailboxes, reading, classified.kind, classified.code, classified.reason,
-                         dossier, match.how, staff_party, unlinked, change)

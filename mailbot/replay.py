@@ -1,8 +1,11 @@
 """Replay a folder of .eml files through the pipeline with a simulated clock.
 
 Each mail is processed at its Date, in every watched mailbox whose address is in its To, Cc
-or Delivered-To (and, when it is from a watched mailbox's address, in that mailbox's sent
-folder). Between mails, and up to --until, the scheduled jobs (deadline sweeps, reminders,
+or Delivered-To (or, when it is from a watched mailbox's address and its file lies in a folder
+named like that mailbox's Sent folder, in that Sent folder). Whether a mail is from its sender
+is read as live: the mailbox's configured receiving server's Authentication-Results (a real
+export carries its server's; the season's test mails carry the sandbox's stamp, Mail.delivered).
+Between mails, and up to --until, the scheduled jobs (deadline sweeps, reminders,
 digests) run at their simulated times. Nothing is sent: the outbox is printed as `sent` events.
 """
 
@@ -27,6 +30,7 @@ from mailbot.outbox import OutboxState, written_after
 from mailbot.pipeline import handle
 from mailbot.seen import Seen
 from mailbot.store.models import OutboxMail
+from mailbot.trust import sent_folder
 from mailbot.understanding import Outcome
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -59,17 +63,23 @@ def collect(paths: list[Path]) -> list[Queued]:
     return sorted(queued, key=lambda q: (q.at, q.path.name))
 
 
-def places(raw: bytes, settings: Settings) -> list[Seen]:
-    """Where a mail would have been seen, from its addresses."""
+def places(raw: bytes, settings: Settings, path: Path | None = None) -> list[Seen]:
+    """Where a mail would have been seen, from its addresses. A mail from a watched mailbox's
+    address or staff counts as found in that mailbox's Sent folder only when its file lies in a
+    folder of that name (an exported Sent folder): the From header alone is anyone's to write,
+    and the Sent folder vouches for its sender (mailbot/trust.py)."""
     headers = email.parser.BytesHeaderParser().parsebytes(raw)
     def addresses(*names: str) -> set[str]:
         values = [str(v) for n in names for v in (headers.get_all(n) or [])]
         return {a.lower() for _, a in email.utils.getaddresses(values) if a}
     to = addresses("To", "Cc", "Delivered-To", "X-Original-To")
     sender = addresses("From")
+    folders = {part.casefold() for part in path.parent.parts} if path is not None else set()
+    sent = [Seen(name, sent_folder(settings, name)) for name, box in settings.mailboxes.items()
+            if sender & {box.address, *box.staff} and sent_folder(settings, name).casefold() in folders]
+    if sent:
+        return sent
     seen = [Seen(name, "INBOX") for name, box in settings.mailboxes.items() if box.address in to]
-    seen += [Seen(name, "Sent") for name, box in settings.mailboxes.items()
-             if sender & {box.address, *box.staff}]
     return seen or [Seen("worldline", "INBOX")]
 
 
@@ -138,6 +148,8 @@ def received_event(outcome: Outcome, at: dt.datetime) -> dict:
             event["changes"] = list(u.change.events)
         if u.unlinked_sender:
             event["unlinked_sender"] = True
+        if not u.sender_auth.authenticated:
+            event["not_authenticated"] = u.sender_auth.reason
     if outcome.quarantined:
         event["quarantined"] = outcome.quarantined
     return event
@@ -153,7 +165,7 @@ def replay(paths: list[Path], ctx: Context, emit: Emit, until: dt.datetime | Non
             run_jobs(clock, item.at, ctx, outbox)
             clock = item.at
         raw = item.path.read_bytes()
-        outcomes = [handle(raw, seen, item.at, ctx) for seen in places(raw, ctx.settings)]
+        outcomes = [handle(raw, seen, item.at, ctx) for seen in places(raw, ctx.settings, item.path)]
         main = next((o for o in outcomes if not o.duplicate), outcomes[0])
         event = received_event(main, item.at) | {"mailboxes": list(outcomes[-1].mailboxes)}
         if main.duplicate:

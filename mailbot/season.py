@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from mailbot.config import Settings
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
+from mailbot.transport.stamp import stamp
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -79,6 +80,17 @@ class Mail:
     in_reply_to: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     note: str = ""  # what this mail is, for the demo's narration
+    envelope_from: str | None = None  # the SMTP MAIL FROM; None: the From address
+
+    @property
+    def mail_from(self) -> str:
+        return self.envelope_from if self.envelope_from is not None else email.utils.parseaddr(self.sender)[1]
+
+    def delivered(self) -> bytes:
+        """The mail as the sandbox's SMTP server delivers it into a mailbox: stamped with the
+        Authentication-Results a receiving server writes (mailbot/transport/stamp.py), for mail
+        that reaches the pipeline without a server (replay, tests)."""
+        return stamp(self.to_bytes(), self.mail_from)
 
     def to_bytes(self) -> bytes:
         msg = EmailMessage()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mailbot.dossiers.process import Change
+from mailbot.mail.authn import SenderAuth
 from mailbot.mail.documents import Reading
 from mailbot.mail.kinds import Kind, KindCode
 from mailbot.mail.model import ParsedMail
@@ -25,9 +26,11 @@ class Understanding:
     kind_reason: str
     dossier: Dossier | None
     matched_by: str
-    staff_party: str | None
-    unlinked_sender: bool  # not linked to its dossier before this mail (and no colleague)
+    staff_party: str | None  # the watched mailbox whose staff wrote it: only for an authenticated sender
+    # not linked to its dossier before this mail (and no colleague), or not authenticated
+    unlinked_sender: bool
     change: Change | None
+    sender_auth: SenderAuth  # whether the mail is from its From address, and why (mailbot/trust.py)
 
 
 @dataclass(frozen=True)

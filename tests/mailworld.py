@@ -8,9 +8,11 @@ tests/ on sys.path, there being no tests/__init__.py).
 import asyncio
 import datetime as dt
 import email
+import email.utils
 import json
 import logging
 import shutil
+import smtplib
 import threading
 import time
 from pathlib import Path
@@ -26,12 +28,14 @@ from mailbot.forms.builder import complete_values, fill_form
 from mailbot.season import XLSX, Mail, brussels
 from mailbot.store.models import FolderState, Message, OutboxMail
 from mailbot.transport.sandbox import LocalSmtp
+from mailbot.transport.stamp import AUTHSERV_ID, stamp
 
 FORM_RULES = load_rules()
 
 WL = "ecom-belgium@worldline.localhost"
 BOSA = "epayment@bosa.localhost"
 CLIENT = "marie.dubois@sambreville.be"
+FROM_HEADER = object()  # World.append's default envelope sender: the mail's From address
 
 
 def wait_for(predicate, timeout=15.0, what="condition", interval=0.05):
@@ -63,9 +67,11 @@ class World:
             monkeypatch.setenv(f"{prefix}{box.upper()}_PW", password)
             local_smtp.add_mailbox(self.addresses[box], user, password)
         self.data = {
+            # Like the sandbox's configuration: the LocalSmtp's Authentication-Results are believed.
             "mailboxes": {box: {"address": addr, "imap": {"host": dovecot.host, "port": dovecot.port,
                                                          "user": self.users[box][0], "security": "plain",
-                                                         "password_env": f"{prefix}{box.upper()}_PW"}}
+                                                         "password_env": f"{prefix}{box.upper()}_PW"},
+                                "authentication": {"authserv_ids": [AUTHSERV_ID]}}
                           for box, addr in self.addresses.items()},
             "smtp": {"host": local_smtp.host, "port": local_smtp.port, "security": "plain"},
             "database": {"url": f"sqlite:///{tmp_path}/{name}.sqlite"},
@@ -90,9 +96,17 @@ class World:
         merge(self.data, sections)
         self.settings = parse_settings(self.data)
 
-    def append(self, name, raw, folder="INBOX", flags=()):
+    def append(self, name, raw, folder="INBOX", flags=(), mail_from=FROM_HEADER):
+        """Put a mail straight into a folder. Into any folder but Sent it arrives as the sandbox's
+        SMTP server delivers it, stamped with its Authentication-Results for the envelope sender
+        `mail_from` (by default the From address: the sender's own server sent it; None: not
+        stamped, as a mail program's IMAP APPEND). Sent holds what staff wrote: never stamped."""
         from mailbot.transport.sandbox import imap_append
 
+        if mail_from is not None and folder != "Sent":
+            if mail_from is FROM_HEADER:
+                mail_from = email.utils.parseaddr(email.message_from_bytes(raw).get("From", ""))[1]
+            raw = stamp(raw, mail_from)
         return imap_append(self.dovecot.host, self.dovecot.port, *self.users[name], raw, folder, flags)
 
     def append_all(self, name, raws, folder="INBOX"):
@@ -101,6 +115,18 @@ class World:
             client.login(*self.users[name])
             for raw in raws:
                 client.append(folder, raw)
+
+    def send(self, raw, mail_from=None, to=None):
+        """Send a mail through the LocalSmtp, which stamps it and delivers it into the world's
+        inboxes it is addressed to; `mail_from`: the envelope sender (by default the From address),
+        `to`: the recipients (by default To and Cc)."""
+        parsed = email.message_from_bytes(raw)
+        if mail_from is None:
+            mail_from = email.utils.parseaddr(parsed.get("From", ""))[1]
+        if to is None:
+            to = [a for _, a in email.utils.getaddresses(parsed.get_all("To", []) + parsed.get_all("Cc", [])) if a]
+        with smtplib.SMTP(self.smtp.host, self.smtp.port, timeout=10) as client:
+            client.sendmail(mail_from, to, raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
 
     def start(self):
         since = dt.datetime.now(dt.UTC)

@@ -23,6 +23,7 @@ from mailbot.forms.builder import complete_values, fill_form
 from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import XLSX, brussels, season
 from mailbot.store.db import open_database
+from mailbot.transport.stamp import stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +55,7 @@ def zoe_mail() -> bytes:
     msg["Message-ID"] = "<zoe-1@mail.example.net>"
     msg.set_content("Bonjour, voici notre bon de commande.\n\nZoë Dupré")
     msg.add_attachment(form, maintype="application", subtype=XLSX.split("/")[1], filename="Bon de commande.xlsx")
-    return msg.as_bytes()
+    return stamp(msg.as_bytes(), ZOE_NFD)  # as the sandbox's SMTP server delivers it
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def season_db(tmp_path_factory):
     folder = tmp / "mail"
     folder.mkdir()
     for i, mail in enumerate(season(SETTINGS)):
-        (folder / f"{i:03d}.eml").write_bytes(mail.to_bytes())
+        (folder / f"{i:03d}.eml").write_bytes(mail.delivered())
     (folder / "100-zoe.eml").write_bytes(zoe_mail())
     path = tmp / "season.sqlite"
     assert main(["replay", str(folder), "--db", f"sqlite:///{path}", "--until", "2027-02-05T18:00"]) == 0

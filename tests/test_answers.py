@@ -21,6 +21,7 @@ from mailbot.season import XLSX, Mail, brussels, jpeg_bytes, scan_pdf
 from mailbot.seen import Seen
 from mailbot.store.db import open_database
 from mailbot.store.models import Decision, Event, OutboxMail
+from mailbot.transport.stamp import stamp
 
 FORM_RULES = load_rules()
 
@@ -55,7 +56,9 @@ def decisions(ctx):
 
 
 def feed(ctx, mail, at=None):
-    return handle(mail.to_bytes() if isinstance(mail, Mail) else mail, Seen("worldline"), at or AT, ctx)
+    """The mail into the worldline inbox, as the sandbox's SMTP server delivers it (stamped with
+    its Authentication-Results: the client's own mail passes); raw bytes go in as given."""
+    return handle(mail.delivered() if isinstance(mail, Mail) else mail, Seen("worldline"), at or AT, ctx)
 
 
 def test_incomplete_form_is_answered_with_its_problems(ctx):
@@ -203,16 +206,16 @@ def test_stranger_gets_nothing_and_staff_get_a_note(ctx):
 
 
 def test_forged_from_gets_no_answer(ctx):
-    raw = form_mail().to_bytes().replace(b"From: " + CLIENT.encode(),
-                                         b"From: " + CLIENT.encode() + b", attacker@evil-domain.com")
+    raw = stamp(form_mail().to_bytes().replace(b"From: " + CLIENT.encode(),
+                                               b"From: " + CLIENT.encode() + b", attacker@evil-domain.com"), CLIENT)
     feed(ctx, raw)
     assert all("evil-domain" not in o.recipients for o in sent(ctx))
     assert [o.purpose for o in sent(ctx) if o.purpose != "needs_human"] == []
 
 
 def test_header_injection_in_subject_is_flattened(ctx):
-    raw = form_mail().to_bytes().replace(b"Subject: BOSA M1036 - Bon de commande",
-                                         b"Subject: =?utf-8?q?BOSA_M1036_-_Bon_de_commande_=0D=0ABcc:_victim@x.com?=")
+    raw = form_mail().delivered().replace(b"Subject: BOSA M1036 - Bon de commande",
+                                          b"Subject: =?utf-8?q?BOSA_M1036_-_Bon_de_commande_=0D=0ABcc:_victim@x.com?=")
     feed(ctx, raw)
     [out] = sent(ctx)
     assert "\n" not in out.subject and "\r" not in out.subject
@@ -248,7 +251,7 @@ CRASH_SCRIPT = textwrap.dedent("""
 def test_outbox_survives_a_crash_between_decision_and_send(tmp_path):
     url = f"sqlite:///{tmp_path}/crash.sqlite"
     eml = tmp_path / "m.eml"
-    eml.write_bytes(form_mail(postal_code=None).to_bytes())
+    eml.write_bytes(form_mail(postal_code=None).delivered())
     proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, url, str(eml)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "decided"
     os.kill(proc.pid, signal.SIGKILL)

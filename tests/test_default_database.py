@@ -44,7 +44,7 @@ def test_status_digest_and_mark_without_config_read_the_sandboxs_database(state,
     mail = Mail(brussels(2027, 3, 1, 9), "Marie Dubois <marie.dubois@sambreville.be>", [WL], "BOSA M1036 - Bon de commande",
                 "Bonjour, ci-joint notre bon de commande.", cc=[BOSA], attachments=[("bdc.xlsx", form, XLSX)],
                 message_id="<dd1@sambreville.be>")
-    assert handle(mail.to_bytes(), Seen("worldline"), brussels(2027, 3, 1, 9), ctx).dossier == "EPAY-2027-0001"
+    assert handle(mail.delivered(), Seen("worldline"), brussels(2027, 3, 1, 9), ctx).dossier == "EPAY-2027-0001"
     ctx.engine.dispose()
 
     assert main(["status", "--json"]) == 0

@@ -50,6 +50,7 @@ from mailbot.season import XLSX, Mail, brussels
 from mailbot.status import status
 from mailbot.store.models import Decision, FolderState, Message, OutboxMail, Sighting
 from mailbot.transport.imap import ImapFolder
+from mailbot.transport.stamp import stamp
 
 FORM_RULES = load_rules()
 
@@ -430,7 +431,7 @@ def test_new_uidvalidity_rescans_and_answers_nothing_twice(world):
             client.create_folder("Incoming")
         for raw in raws:  # a migration: the same mail again, without the bot's keyword
             client.append("Incoming", raw)
-        client.append("Incoming", client_mail(4))
+        client.append("Incoming", stamp(client_mail(4), f"client4@{CLIENTS}"))  # as the SMTP server delivers it
         uidvalidity = client.select_folder("Incoming", readonly=True)[b"UIDVALIDITY"]
     assert len(raws) == 3 and uidvalidity != before.uidvalidity
     wait_for(lambda: len(answer_counts(world)) == 4 and unfinished(world) == 0, timeout=30,

@@ -60,6 +60,7 @@ from mailbot.seen import Seen
 from mailbot.store.db import open_database
 from mailbot.store.models import Contact, Message, OutboxMail, Sighting
 from mailbot.transport.compose import compose
+from mailbot.transport.stamp import stamp
 from mailbot.understanding import Outcome
 
 FORM_RULES = load_rules()
@@ -145,8 +146,12 @@ class Pipeline:
         return self.directory / "timed.sqlite", self.directory / "traced.sqlite"
 
     def feed(self, raw: bytes, at=AT, mailbox: str = "worldline", peak_limit: int = PEAK_BYTES,
-             forged: Iterable[str] = ()) -> Fed:
-        """handle() twice, then every assertion of the module docstring on both stores."""
+             forged: Iterable[str] = (), mail_from: str | None = None) -> Fed:
+        """handle() twice, then every assertion of the module docstring on both stores.
+        `mail_from`: the mail as the sandbox's SMTP server delivers it when sent with that
+        envelope sender (stamped with its Authentication-Results); None: the bytes as given."""
+        if mail_from is not None:
+            raw = stamp(raw, mail_from)
         seen = Seen(mailbox)
         started = time.perf_counter()
         outcome = handle(raw, seen, at, self.timed)
@@ -387,7 +392,7 @@ def test_header_injection(pipe, name):
     """Sent as a new client's form: the bot answers the client, on one-line headers only."""
     raw = INJECTIONS[name] + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + multipart_body(
         b"b", TEXT_PART, form_part())
-    fed = pipe.feed(raw, forged=[ATTACKER])
+    fed = pipe.feed(raw, forged=[ATTACKER], mail_from=CLIENT)
     mail = fed.outcome.understanding.mail
     assert "\n" not in mail.subject and "\r" not in mail.subject
     assert all("\n" not in a.name and "\r" not in a.name for a in mail.from_all)
@@ -457,7 +462,7 @@ def trick_mail(trick: Trick, subject: str, mid: str) -> bytes:
 def victim_dossier(tmp_path_factory) -> tuple[Path, Path]:
     """Stores in which the victim's form opened EPAY-2027-0001 and was answered."""
     pipe = Pipeline(tmp_path_factory.mktemp("victim"))
-    fed = pipe.feed(form_mail_bytes())
+    fed = pipe.feed(form_mail_bytes(), mail_from=CLIENT)
     assert fed.outcome.dossier == "EPAY-2027-0001"
     with Session(pipe.timed.engine) as s:
         assert [(r.purpose, r.recipients) for r in s.exec(select(OutboxMail))] == [("form_complete", f'["{CLIENT}"]')]
@@ -474,7 +479,7 @@ def test_forged_from_in_the_victims_dossier(tmp_path, victim_dossier, name):
     pipe = Pipeline(tmp_path, victim_dossier)
     forged = trick.victims + ((trick.real_from,) if trick.real_from not in (None, CLIENT) else ())
     fed = pipe.feed(trick_mail(trick, f"RE: [EPAY-2027-0001] {SUBJECT}", "<trick@evil.example>"),
-                    at=LATER, forged=forged)
+                    at=LATER, forged=forged, mail_from=ATTACKER)
     u = fed.outcome.understanding
     assert u.staff_party is None and u.kind != "staff"
     assert u.mail.sender is None or plain_address(u.mail.sender)
@@ -485,7 +490,8 @@ def test_forged_from_as_a_new_client(pipe, name):
     """No dossier yet: the forged mail opens one. The bot may answer the address really in From
     (it opened its own dossier); never an address the mail pretends to be or redirects to."""
     trick = TRICKS[name]
-    fed = pipe.feed(trick_mail(trick, SUBJECT, "<trick@evil.example>"), at=LATER, forged=trick.victims)
+    fed = pipe.feed(trick_mail(trick, SUBJECT, "<trick@evil.example>"), at=LATER, forged=trick.victims,
+                    mail_from=ATTACKER)
     u = fed.outcome.understanding
     assert u.staff_party is None and u.kind != "staff"
 
@@ -498,7 +504,7 @@ def test_a_stranger_naming_himself_in_the_form_is_not_answered(tmp_path, victim_
     form = fill_form("fr", complete_values("fr", business_contact_email=ATTACKER), rules=FORM_RULES)
     raw = Mail(LATER, ATTACKER, [WL], f"RE: [EPAY-2027-0001] {SUBJECT}", "Voici la version corrigée.",
                attachments=[("Bon de commande.xlsx", form, XLSX)], message_id="<self@evil.example>").to_bytes()
-    fed = pipe.feed(raw, at=LATER, forged=[ATTACKER])
+    fed = pipe.feed(raw, at=LATER, forged=[ATTACKER], mail_from=ATTACKER)  # authenticated: his own address
     assert fed.outcome.dossier == "EPAY-2027-0001" and fed.outcome.understanding.unlinked_sender
     with Session(pipe.timed.engine) as s:
         notes = s.exec(select(OutboxMail).where(OutboxMail.cause_pk == fed.outcome.message_pk)).all()
@@ -591,7 +597,7 @@ def test_a_form_that_lost_bytes_before_its_central_directory(pipe):
     damaged = FORM[:200] + FORM[203:]
     raw = head(b'Content-Type: multipart/mixed; boundary="b"') + b"\r\n" + multipart_body(
         b"b", TEXT_PART, form_part(data=damaged))
-    pipe.feed(raw)
+    pipe.feed(raw, mail_from=CLIENT)
     with Session(pipe.timed.engine) as s:
         [row] = s.exec(select(OutboxMail)).all()
     assert row.purpose == "form_missing" and json.loads(row.detail)["problems"] == [["form", "unreadable"]]

@@ -93,13 +93,14 @@ def test_replay_from_anywhere(installed, tmp_path):
     paths = []
     for i, mail in enumerate(mails):
         paths.append(tmp_path / f"{i}.eml")
-        paths[-1].write_bytes(mail.to_bytes())
+        paths[-1].write_bytes(mail.delivered())  # as exported from the sandbox's mailboxes: stamped
     done = _run([venv / "bin" / "mailbot", "replay", "--json", *paths], cwd=elsewhere, env=env)
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert sum(e["event"] == "received" for e in events) == 4
     sent = [e for e in events if e["event"] == "sent"]
     assert sent and all(e["subject"] for e in sent)  # the templates were found and rendered
+    assert {"form_complete", "form_incomplete"} <= {e["purpose"] for e in sent}  # the stamped senders are answered
     assert not list(elsewhere.iterdir())  # nothing written where it was started
 
 

@@ -50,7 +50,7 @@ def form_mail(n=1, **changes):
 def test_shadow_mode_sends_nothing_to_clients_and_shows_staff(tmp_path):
     shadow = SETTINGS.model_copy(update={"answers": SETTINGS.answers.model_copy(update={"shadow": True})})
     ctx = Context.load(shadow, open_database(f"sqlite:///{tmp_path}/s.sqlite"))
-    handle(form_mail(postal_code=None).to_bytes(), Seen("worldline"), brussels(2027, 3, 1, 9), ctx)
+    handle(form_mail(postal_code=None).delivered(), Seen("worldline"), brussels(2027, 3, 1, 9), ctx)
     with Session(ctx.engine) as s:
         rows = s.exec(select(OutboxMail)).all()
         assert [(r.purpose, r.state) for r in rows] == [("form_incomplete", "shadow")]
@@ -103,7 +103,7 @@ def test_watchdog_reports_a_silent_mailbox_once_and_its_recovery(tmp_path, monke
 
 def test_status_report(tmp_path, capsys):
     ctx = Context.load(SETTINGS, open_database(f"sqlite:///{tmp_path}/st.sqlite"))
-    handle(form_mail().to_bytes(), Seen("worldline", "INBOX", 7, 3), brussels(2027, 3, 1, 9), ctx)
+    handle(form_mail().delivered(), Seen("worldline", "INBOX", 7, 3), brussels(2027, 3, 1, 9), ctx)
     with Session(ctx.engine) as s:
         s.add(FolderState(mailbox="worldline", folder="INBOX", uidvalidity=7, last_uid=3,
                           last_contact=brussels(2027, 3, 1, 9)))
@@ -172,7 +172,7 @@ def test_a_person_marks_prevalidation_done(tmp_path, capsys):
 
     url = f"sqlite:///{tmp_path}/mk.sqlite"
     ctx = Context.load(SETTINGS, open_database(url))
-    handle(form_mail().to_bytes(), Seen("worldline"), brussels(2027, 3, 1, 9), ctx)
+    handle(form_mail().delivered(), Seen("worldline"), brussels(2027, 3, 1, 9), ctx)
     assert main(["mark", "epay-2027-0001", "prevalidated", "--by", "morad", "--db", url]) == 0
     assert "EPAY-2027-0001: prevalidated, marked by morad" in capsys.readouterr().out
     with Session(ctx.engine) as s:

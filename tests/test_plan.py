@@ -29,7 +29,9 @@ from mailbot.mail.robots import load_robot_rules
 from mailbot.mail.subject import load_subject_rules, parse_subject
 from mailbot.resources import SANDBOX_CONFIG
 from mailbot.season import Mail, brussels
+from mailbot.seen import Seen
 from mailbot.store.models import Dossier
+from mailbot.trust import sender_auth
 from mailbot.understanding import Understanding
 
 SETTINGS = load_settings(SANDBOX_CONFIG)
@@ -52,11 +54,17 @@ def dossier(**flags) -> Dossier:
 def case(kind: Kind, code: KindCode, reason: str = "why", *, sender: str = CLIENT, body: str = "Bonjour",
          subject: str = "BOSA M1036 - Bon de commande", headers: dict | None = None, in_dossier: Dossier | None = None,
          unlinked: bool = False, reading: Reading = NOTHING, change: Change | None = None,
-         mailboxes: tuple[str, ...] = ("worldline",), facts: Facts = LINKED) -> Case:
-    raw = Mail(AT, sender, [WL], subject, body, headers=headers or {}, message_id="<m1@sambreville.be>").to_bytes()
+         mailboxes: tuple[str, ...] = ("worldline",), facts: Facts = LINKED, envelope_from: str | None = None,
+         stamped: bool = True) -> Case:
+    """The mail as the sandbox's SMTP server delivers it (stamped; sent with `envelope_from` as
+    MAIL FROM, by default its From address), or as put into the mailbox unstamped."""
+    sent = Mail(AT, sender, [WL], subject, body, headers=headers or {}, message_id="<m1@sambreville.be>",
+                envelope_from=envelope_from)
+    raw = sent.delivered() if stamped else sent.to_bytes()
     mail = parse_mail(raw)
+    auth = sender_auth(raw, mail, Seen(mailboxes[0]), SETTINGS)
     u = Understanding(mail, parse_subject(mail.subject, SUBJECT_RULES), mailboxes, reading, kind, code, reason,
-                      in_dossier, "reference", None, unlinked, change)
+                      in_dossier, "reference", None, unlinked, change, auth)
     return Case(u, facts, raw, SETTINGS, FORM_RULES, DOCUMENT_RULES, ROBOT_RULES)
 
 
@@ -117,6 +125,46 @@ def test_a_sender_not_linked_before_this_mail_is_told_nothing(unlinked, linked):
     assert decide(c) == (Silence("privacy: a sender not linked to the dossier gets no dossier details"),
                          StaffNote("worldline", "a sender not linked to the dossier wrote; the bot tells strangers nothing"))
     assert stranger(case(Kind.SUBMISSION, KindCode.DOCUMENTS, in_dossier=dossier())) is None
+
+
+# ----------------------------------------------------------------------------- sender authentication
+
+WL_STAFF = SETTINGS.mailboxes["worldline"].staff[0]
+
+
+@pytest.mark.parametrize("sender", [WL, WL_STAFF])
+def test_a_forged_staff_mail_is_shown_to_staff_and_nothing_else(sender):
+    # sent from the attacker's own server: the sandbox stamps dmarc=fail for worldline.localhost
+    c = case(Kind.REPLY, KindCode.IN_DOSSIER, sender=sender, envelope_from="x@attacker-host.com",
+             in_dossier=dossier(), unlinked=True)
+    why = ("a mail in the name of worldline staff is not authenticated "
+           "(DMARC fail for worldline.localhost at sandbox.localhost)")
+    assert decide(c) == (Silence(f"not authenticated: {why}"),
+                         StaffNote("worldline", f"{why}; it changed nothing and got no answer"))
+    # the same mail as a receiving server vouches for it: left to staff, no note
+    assert decide(case(Kind.STAFF, KindCode.STAFF_SENDER, sender=sender, in_dossier=dossier())) == \
+        (Silence("a staff mail: staff answer clients themselves"),)
+
+
+def test_a_robot_in_a_staff_name_stays_silent():
+    c = case(Kind.AUTO_REPLY, KindCode.AUTO_REPLY_HEADER, "Auto-Submitted", sender=WL, stamped=False)
+    assert decide(c) == (Silence("auto_reply: Auto-Submitted"),)
+
+
+@pytest.mark.parametrize("in_dossier, where", [(dossier(), "it changed no dossier"), (None, "it opened no dossier")])
+@pytest.mark.parametrize("stamped, envelope_from, reason", [
+    (True, "bounce@attacker-host.com", "DMARC fail for sambreville.be at sandbox.localhost"),
+    (False, None, "No Authentication-Results from sandbox.localhost"),
+])
+def test_an_unauthenticated_client_is_a_stranger_whatever_the_store_says(in_dossier, where, stamped, envelope_from,
+                                                                        reason):
+    # linked before and after (facts): the From header is the client's, but nothing vouches for it
+    c = case(Kind.SUBMISSION, KindCode.DOCUMENTS, in_dossier=in_dossier, envelope_from=envelope_from,
+             stamped=stamped, unlinked=in_dossier is not None)
+    assert not c.understanding.sender_auth.authenticated
+    assert decide(c) == (
+        Silence(f"privacy: the sender is not authenticated ({reason}): treated as a stranger, no dossier details"),
+        StaffNote("worldline", f"the sender is not authenticated ({reason}); {where} and got no answer"))
 
 
 def test_a_clients_question_is_left_to_a_person():
@@ -192,8 +240,8 @@ def test_a_document_that_calls_for_no_answer_is_a_silence():
 
 
 def test_the_chain_is_declared_in_order_and_always_decides():
-    assert [r.__name__ for r in RULES] == ["robot_mail", "staff_mail", "unrelated_mail", "must_not_answer",
-                                          "stranger", "client_question", "echo", "documents"]
+    assert [r.__name__ for r in RULES] == ["robot_mail", "forged_staff", "staff_mail", "unrelated_mail",
+                                          "must_not_answer", "stranger", "client_question", "echo", "documents"]
     c = case(Kind.SUBMISSION, KindCode.DOCUMENTS, in_dossier=dossier(form_status="complete"))
     assert decide(c) == decide(c) == (Silence("nothing to answer: no document"),)
     assert decide(c, rules=RULES[:-1]) == ()

@@ -21,14 +21,17 @@ from mailbot.season import BRUSSELS, XLSX, Mail, brussels, pdf_bytes, season
 from mailbot.seen import Seen
 from mailbot.store.db import open_database
 from mailbot.store.models import AttachmentRecord, Deadline, Dossier, Event, Message, Sighting
+from mailbot.transport.stamp import stamp
 
 FORM_RULES = load_rules()
 
 
 def write_folder(folder, mails):
+    """The mails as exported from the mailboxes they were delivered to: each stamped by the
+    sandbox's receiving server, which the sandbox configuration trusts (raw bytes as given)."""
     folder.mkdir(parents=True, exist_ok=True)
     for i, mail in enumerate(mails):
-        (folder / f"{i:03d}.eml").write_bytes(mail.to_bytes() if isinstance(mail, Mail) else mail)
+        (folder / f"{i:03d}.eml").write_bytes(mail.delivered() if isinstance(mail, Mail) else mail)
     return folder
 
 
@@ -125,7 +128,7 @@ def test_same_mail_in_both_inboxes_without_message_id(tmp_path):
     form = fill_form("fr", complete_values("fr"), rules=FORM_RULES)
     mail = Mail(brussels(2027, 3, 1, 9), "marie.dubois@sambreville.be", [wl], "BOSA M1036 - Bon de commande – Projet X",
                 "ci-joint", cc=[bosa], attachments=[("bdc.xlsx", form, XLSX)])
-    raw = mail.to_bytes()
+    raw = mail.delivered()
     assert b"Message-ID" not in raw
     # The same mail as delivered to each inbox: different trace headers, same content.
     copy_wl = b"Delivered-To: " + wl.encode() + b"\r\nReceived: from a by b\r\n" + raw
@@ -180,7 +183,7 @@ def test_loose_subjects_find_the_project(tmp_path, subject):
     form = fill_form("fr", complete_values("fr", project_name="Ville de Huy"), rules=FORM_RULES)
     first = Mail(brussels(2027, 3, 1, 9), "it@huy.be", [wl], "BOSA M1036 - Bon de commande – Ville de Huy", "ci-joint",
                  attachments=[("bdc.xlsx", form, XLSX)])
-    raw = Mail(brussels(2027, 3, 2, 9), "someone.else@huy.be", [wl], "x", "Une question sur notre dossier.").to_bytes()
+    raw = Mail(brussels(2027, 3, 2, 9), "someone.else@huy.be", [wl], "x", "Une question sur notre dossier.").delivered()
     raw = raw.replace(b"Subject: x", b"Subject: " + subject.encode())
     events, _ = run(tmp_path, [first, raw])
     assert received(events)[1]["dossier"] == "EPAY-2027-0001"
@@ -200,7 +203,7 @@ def test_forwarded_order_form_is_found(tmp_path):
     outer["Date"] = "Mon, 01 Mar 2027 10:00:00 +0100"
     outer.set_content("Je vous transfère le bon de commande.")
     outer.add_attachment(email.message_from_bytes(inner, policy=email.policy.default))
-    events, _ = run(tmp_path, [outer.as_bytes()])
+    events, _ = run(tmp_path, [stamp(outer.as_bytes(), "finance@huy.be")])
     assert received(events)[0]["kind"] == "submission"
     assert received(events)[0]["documents"] == ["order_form"]
 

@@ -181,10 +181,11 @@ def staff_contexts(purpose: str, language: str) -> list[dict]:
             "imported": [NS(reference="EPAY-2025-0031", project_name="Commune de Spa", stage="form_incomplete",
                             waiting=[("client", "corrected_order_form"), ("client", "convention")],
                             opened="2025-06-03 10:12")],
+            "claimed_twice": [NS(project_name="Ville de Namur", references=["EPAY-2027-0001", "EPAY-2027-0010"])],
         }
         empty = {"team": "bosa", "date": "2027-01-13", "new_dossiers": [], "dossiers": [], "due_today": [],
                  "overdue": [], "missing_bosa_copy": [], "needs_person": [], "shadow": [], "changes_to_confirm": [],
-                 "dormant": [], "imported": []}
+                 "dormant": [], "imported": [], "claimed_twice": []}
         return [full | {"_dossier": None}, empty | {"_dossier": None}]
     raise AssertionError(purpose)
 

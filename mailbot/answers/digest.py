@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from mailbot.answers.render import Renderer
 from mailbot.calendar import BusinessCalendar
@@ -92,6 +92,7 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
         "missing_bosa_copy": [SimpleNamespace(reference=d.reference, project_name=d.project_name)
                               for d in dossiers if d.bosa_copy_missing],
         "needs_person": needs_person, "shadow": shadow, "changes_to_confirm": changes_to_confirm,
+        "claimed_twice": claimed_twice(session),
         "dormant": [SimpleNamespace(reference=d.reference, project_name=d.project_name, since=_day(d.dormant_since),
                                     waiting=[(w.party, w.what) for w in waiting_for(d)])
                     for d in dossiers if d.dormant_since is not None],
@@ -111,9 +112,23 @@ def _kept_out_of_dossiers(session: Session, message_pks: list[int]) -> dict[int,
     return {pk: reason for pk, reason in rows if pk is not None}
 
 
+def claimed_twice(session: Session) -> list[SimpleNamespace]:
+    """Projects two dossiers or more claim (one still open): no sender may take another's dossier
+    by naming its project (dossiers/matching.py), so a person settles which is the client's."""
+    keys = session.exec(select(Dossier.project_key).group_by(Dossier.project_key).having(func.count() > 1)).all()
+    out = []
+    for key in sorted(keys):
+        rows = session.exec(select(Dossier).where(Dossier.project_key == key).order_by(Dossier.reference)).all()
+        if not all(d.access_sent for d in rows):
+            out.append(SimpleNamespace(project_name=rows[0].project_name, references=[d.reference for d in rows]))
+    return out
+
+
 def _needs_person_reason(m: Message) -> str | None:
     if m.status == "quarantined":
         return f"set aside: {m.status_reason}"
+    if m.sender_auth and not m.sender_authenticated and m.kind not in ("bounce", "auto_reply"):
+        return f"sender not authenticated: {m.sender_auth_reason}"
     if m.unlinked_sender:
         return "from a sender not linked to the dossier"
     if m.kind == "unrelated":
@@ -131,7 +146,8 @@ def digest_draft(session: Session, team: str, now: dt.datetime, settings: Settin
     context = digest_context(session, team, now, calendar)
     rendered = renderer.render("digest", box.language, context)
     counts = {k: len(context[k]) for k in ("new_dossiers", "dossiers", "due_today", "overdue", "missing_bosa_copy",
-                                           "needs_person", "shadow", "changes_to_confirm", "dormant", "imported")}
+                                           "needs_person", "shadow", "changes_to_confirm", "dormant", "imported",
+                                           "claimed_twice")}
     return Draft("digest", settings.mailboxes[settings.answers.from_mailbox].address, (box.address,), (),
                  rendered, rendered.subject, None, None, None, (), {"team": team, "counts": counts},
                  client_mail=False)

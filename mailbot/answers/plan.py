@@ -3,12 +3,13 @@
 An ordered chain of rules, like policy.py's: each looks at the case (the understanding, and the
 facts read from the store before: answers/facts.py) and decides, or leaves it to the next:
 
-    robot mail -> staff mail -> unrelated mail -> must not answer (policy.py) -> stranger
-    -> a client's question -> an echo of the bot's own answer -> the documents' answers
+    robot mail -> forged staff mail -> staff mail -> unrelated mail -> must not answer (policy.py)
+    -> stranger -> a client's question -> an echo of the bot's own answer -> the documents' answers
 
 Privacy: dossier details go only to addresses linked to the dossier (the original sender, a
-colleague who wrote, an address a person confirmed; not the contacts an order form merely names);
-anyone else gets nothing, and staff get a `needs_human` note instead. An order form whose changes
+colleague who wrote, an address a person confirmed; not the contacts an order form merely names),
+and only when the mail is authenticated as from its sender (mailbot/trust.py); anyone else gets
+nothing, and staff get a `needs_human` note instead. An order form whose changes
 are held for a person (dossiers/process.py) is told, whatever the rule that decides, to the
 dossier's linked contacts and to staff: `held_change`. Rendering the intents into mails is
 answers/drafts.py's job; queueing them, the pipeline's.
@@ -84,6 +85,17 @@ def robot_mail(c: Case) -> tuple[Intent, ...] | None:
     return None
 
 
+def forged_staff(c: Case) -> tuple[Intent, ...] | None:
+    """A mail in a staff address's name that nothing vouches for: it changed nothing; staff see it."""
+    u = c.understanding
+    party = c.settings.mailbox_of(u.mail.sender) if u.mail.sender else None
+    if party is None or u.sender_auth.authenticated:
+        return None
+    why = f"a mail in the name of {party} staff is not authenticated ({u.sender_auth.reason})"
+    return (Silence(f"not authenticated: {why}"),
+            StaffNote(team_of(c), f"{why}; it changed nothing and got no answer"))
+
+
 def staff_mail(c: Case) -> tuple[Intent, ...] | None:
     if c.understanding.kind == Kind.STAFF:
         return (Silence("a staff mail: staff answer clients themselves"),)
@@ -109,6 +121,12 @@ def stranger(c: Case) -> tuple[Intent, ...] | None:
     # linked before this mail too: a stranger's order form that names the stranger as a contact
     # links them while the mail is applied, and must not earn them an answer at once
     u = c.understanding
+    if not u.sender_auth.authenticated:
+        where = "it changed no dossier" if u.dossier is not None else "it opened no dossier"
+        return (Silence(f"privacy: the sender is not authenticated ({u.sender_auth.reason}): "
+                        "treated as a stranger, no dossier details"),
+                StaffNote(team_of(c), f"the sender is not authenticated ({u.sender_auth.reason}); "
+                                      f"{where} and got no answer"))
     if u.dossier is not None and not u.unlinked_sender and c.facts.linked:
         return None
     who = "a sender not linked to the dossier" if u.dossier is not None else "a sender with no dossier"
@@ -138,8 +156,8 @@ def documents(c: Case) -> tuple[Intent, ...]:
     return tuple(out) or (Silence("nothing to answer: " + (", ".join(u.reading.kinds) or "no document")),)
 
 
-RULES: tuple[Rule, ...] = (robot_mail, staff_mail, unrelated_mail, must_not_answer, stranger, client_question,
-                           echo, documents)
+RULES: tuple[Rule, ...] = (robot_mail, forged_staff, staff_mail, unrelated_mail, must_not_answer, stranger,
+                           client_question, echo, documents)
 
 
 def decide(case: Case, rules: tuple[Rule, ...] = RULES) -> tuple[Intent, ...]:

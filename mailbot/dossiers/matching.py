@@ -6,16 +6,24 @@
 4. the order form's own project name, then its enterprise number (with a close project name);
 5. the sender, when linked to exactly one dossier (or to several, one of which the subject names)
    -- unless the mail carries an order form for a project no dossier has: that is a new project.
+
+No squatting (3 and 4): a project's name is no secret, so a dossier found by name alone takes
+the mail only from an address that belongs to it -- one that wrote to it (a "sender" or
+"colleague" contact, not an address merely named in its order form), a colleague of those at
+the organisation's own domain, or authenticated staff. Anyone else's mail opens its own dossier,
+and the digest shows the two dossiers claiming one project for a person to settle.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 from sqlmodel import Session, col, select
 
+from mailbot.dossiers.process import is_colleague, writers
 from mailbot.forms import FormCheck
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.subject import SubjectInfo, project_key
@@ -25,7 +33,7 @@ from mailbot.store.models import Contact, Dossier, Message
 @dataclass(frozen=True)
 class Match:
     dossier: Dossier | None
-    how: str  # reference | thread | project | form_project | enterprise_number | sender | none
+    how: str  # reference | thread | project | form_project | enterprise_number | sender | claimed | none
 
 
 def thread_ids(mail: ParsedMail) -> list[str]:
@@ -33,7 +41,10 @@ def thread_ids(mail: ParsedMail) -> list[str]:
 
 
 def find_dossier(session: Session, mail: ParsedMail, subject: SubjectInfo, forms: list[FormCheck],
-                 extra_thread_lookup=None) -> Match:
+                 extra_thread_lookup=None, *, staff: bool = False,
+                 is_free_mail: Callable[[str], bool]) -> Match:
+    """`staff`: the sender is authenticated staff, who may write about any project by name.
+    `is_free_mail`: the rules' free-mail test (DocumentRules.is_free_mail), for colleagues."""
     if subject.reference:
         found = session.exec(select(Dossier).where(Dossier.reference == subject.reference)).first()
         if found:
@@ -47,14 +58,26 @@ def find_dossier(session: Session, mail: ParsedMail, subject: SubjectInfo, forms
             row = extra_thread_lookup(session, ids)
         if row is not None:
             return Match(session.get(Dossier, row), "thread")
+
+    def belongs(dossier: Dossier) -> bool:
+        sender = mail.sender
+        if staff:
+            return True
+        return bool(sender) and sender is not None and (sender.lower() in writers(session, dossier)
+                                                        or is_colleague(session, dossier, sender, is_free_mail))
+
+    claimed = False  # a project named here is another's: this mail opens its own dossier
     if subject.project and (key := project_key(subject.project)):
-        found = _by_project(session, key)
+        found, taken = _by_project(session, key, belongs)
         if found:
             return Match(found, "project")
+        claimed |= taken
     form_names = [check.values["project_name"] for check in forms if check.values.get("project_name")]
     for name in form_names:
-        if found := _by_project(session, project_key(name)):
+        found, taken = _by_project(session, project_key(name), belongs)
+        if found:
             return Match(found, "form_project")
+        claimed |= taken
     for check in forms:
         number = check.values.get("enterprise_number")
         if number:
@@ -62,9 +85,13 @@ def find_dossier(session: Session, mail: ParsedMail, subject: SubjectInfo, forms
             # the form's project name is close to the dossier's (a retyped name).
             for candidate in session.exec(select(Dossier).where(Dossier.enterprise_number == number)).all():
                 if _close(candidate.project_key, project_key(check.values.get("project_name", ""))):
-                    return Match(candidate, "enterprise_number")
+                    if belongs(candidate):
+                        return Match(candidate, "enterprise_number")
+                    claimed = True
     if form_names:
         return Match(None, "none")  # an order form for a project no dossier has: a new project
+    if claimed:
+        return Match(None, "claimed")  # the project is another sender's dossier: not filed there
     if mail.sender:
         ids_of_sender = set(session.exec(select(Contact.dossier_id).where(Contact.email == mail.sender)).all())
         if len(ids_of_sender) == 1:
@@ -86,6 +113,10 @@ def _close(a: str, b: str) -> bool:
     return a in b or b in a or SequenceMatcher(None, a, b).ratio() >= 0.85
 
 
-def _by_project(session: Session, key: str) -> Dossier | None:
-    return session.exec(select(Dossier).where(Dossier.project_key == key)
-                        .order_by(col(Dossier.updated_at).desc()).limit(1)).first()
+def _by_project(session: Session, key: str, belongs: Callable[[Dossier], bool]) -> tuple[Dossier | None, bool]:
+    """The newest dossier of project `key` the sender belongs to; and whether any dossier has it."""
+    if not key:
+        return None, False
+    found = session.exec(select(Dossier).where(Dossier.project_key == key)
+                         .order_by(col(Dossier.updated_at).desc(), col(Dossier.id).desc()).limit(20)).all()
+    return next((d for d in found if belongs(d)), None), bool(found)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlmodel import Session, col, func, select
@@ -136,21 +137,36 @@ def linked_contacts(session: Session, dossier: Dossier) -> list[str]:
                              .order_by(col(Contact.id))))
 
 
-def is_colleague(session: Session, dossier: Dossier, email: str, public_domains: frozenset[str]) -> bool:
-    """From the organisation's own domain, as one of the dossier's contacts (not a public provider)."""
+# Contacts who wrote to the dossier themselves (authenticated), not merely named in a form:
+# only their domain makes an organisation's colleagues, and only they claim a project by name.
+WRITING_ROLES = ("sender", "colleague")
+
+
+def writers(session: Session, dossier: Dossier) -> set[str]:
+    return set(session.exec(select(Contact.email).where(Contact.dossier_id == dossier.id,
+                                                        col(Contact.role).in_(WRITING_ROLES))))
+
+
+def is_colleague(session: Session, dossier: Dossier, email: str, is_free_mail: Callable[[str], bool]) -> bool:
+    """At the organisation's own domain: the exact domain of a contact who wrote to the dossier,
+    never a free-mail provider's (anyone can open an address there). The caller makes sure the
+    sender is authenticated."""
     domain = email.rpartition("@")[2].lower()
-    if not domain or domain in public_domains:
+    if not domain or is_free_mail(domain):
         return False
-    return any(e.rpartition("@")[2] == domain for e in _contacts(session, dossier))
+    return any(e.rpartition("@")[2] == domain for e in writers(session, dossier))
 
 
-def record_unlinked(session: Session, dossier: Dossier, reading: Reading, message_pk: int, at: dt.datetime) -> None:
-    """A stranger's mail in a dossier's thread: kept for staff, but it changes nothing (no form,
-    no contact, no step), so that nobody takes a dossier over by writing into its thread."""
+def record_unlinked(session: Session, dossier: Dossier, reading: Reading, message_pk: int, at: dt.datetime,
+                    why: str = "") -> None:
+    """A stranger's (or an unauthenticated) mail in a dossier's thread: kept for staff, but it
+    changes nothing (no form, no contact, no step), so that nobody takes a dossier over by
+    writing into its thread. `why`: the sender authentication's reason, when that is the cause."""
     docs = ", ".join(reading.kinds) or "no document"
     assert dossier.id is not None  # flushed when it was opened
+    who = f"from a sender not authenticated: {why}" if why else "from a sender not linked to the dossier"
     session.add(Event(dossier_id=dossier.id, at=at, kind="unlinked_sender_mail", message_pk=message_pk,
-                      detail=f"from a sender not linked to the dossier ({docs}); a person decides"))
+                      detail=f"{who} ({docs}); a person decides"[:1000]))
 
 
 def is_linked(session: Session, dossier: Dossier, email: str | None) -> bool:
@@ -333,7 +349,9 @@ def _apply_form(session, dossier, form: FormCheck, at, settings, calendars, mess
 
 
 def _apply_staff(session, dossier, at, message_pk, party: str | None, event) -> None:
-    """A staff mail in the dossier meets the deadline its party owes."""
+    """A staff mail in the dossier meets the deadline its party owes. `party` comes only with a
+    mail found in a watched mailbox's Sent folder or authenticated from a staff address
+    (mailbot/trust.py): a forged staff mail is no staff mail and never gets here."""
     if party == "worldline":
         if dossier.form_status == "complete" and not dossier.prevalidated and \
                 deadlines.open_deadline(session, dossier, "prevalidation") is not None:

@@ -71,10 +71,14 @@ class Unstamped(enum.StrEnum):
 
 class TrustSettings(Protocol):
     """The per-mailbox settings (mailbot.config.SenderAuthentication has these attributes)."""
-    authserv_ids: Sequence[str]
-    trust_topmost_without_id: bool
-    entry_hosts: Sequence[str]
-    unstamped: str
+    @property
+    def authserv_ids(self) -> Sequence[str]: ...
+    @property
+    def trust_topmost_without_id(self) -> bool: ...
+    @property
+    def entry_hosts(self) -> Sequence[str]: ...
+    @property
+    def unstamped(self) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,10 @@ bounce -> auto_reply -> submission -> staff -> reply -> unrelated
 
 A kind comes with a code saying which test made it (what code decides on) and a text for
 people (the timeline, the digest), which may be reworded freely.
+
+`staff_sender` is the caller's word that staff wrote the mail: only for a mail found in a
+watched mailbox's Sent folder or authenticated from a staff address (mailbot/trust.py). A
+forged staff From is not staff: its mail is classified as anyone else's.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def classify(mail: ParsedMail, raw: bytes | None, subject: SubjectInfo, reading:
         if announces_form:
             return Classified(Kind.SUBMISSION, KindCode.ANNOUNCED_FORM, "the body says the order form is attached")
     if staff_sender:
-        return Classified(Kind.STAFF, KindCode.STAFF_SENDER, "from a watched mailbox or a staff address")
+        return Classified(Kind.STAFF, KindCode.STAFF_SENDER, "from a watched mailbox or a staff address, authenticated")
     if in_dossier and not bulk:
         return Classified(Kind.REPLY, KindCode.IN_DOSSIER, "in a known dossier")
     if bulk:

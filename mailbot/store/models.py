@@ -93,6 +93,11 @@ class Message(SQLModel, table=True):
     kind_reason: str = ""
     dossier_id: int | None = Field(default=None, foreign_key="dossier.id", index=True)
     unlinked_sender: bool = False  # in a dossier's thread but from an address not linked to it
+    # Whether the mail is from its From address (mailbot/trust.py): the SenderAuth's status
+    # ("" for mail recorded before it was checked), whether it counts, and why, for staff.
+    sender_auth: str = ""
+    sender_authenticated: bool = False
+    sender_auth_reason: str = ""
     documents: str = ""  # comma-separated document kinds found
     defects: str = ""  # the parser's defects, "; "-separated
     status: str = "received"  # received | processed | quarantined
