@@ -154,10 +154,15 @@ def brings_new_document(session: Session, message_pk: int | None) -> bool:
 
 
 def _note_limit(session: Session, draft: Draft, since: dt.datetime, limits: Limits) -> str | None:
-    """Notes to staff come one per dossier (or per sender, for mail in no dossier) a day: the
-    mail held back is listed in the next digest, which shows every mail that needs a person."""
+    """Notes to staff come one per dossier (or per sender, for mail in no dossier) a day to each
+    team: the mail held back is listed in the next digest, which shows every mail that needs a
+    person."""
     notes = select(OutboxMail.id).where(OutboxMail.purpose == draft.purpose, OutboxMail.created_at > since,
                                         _same_dossier(draft.dossier_id))
+    if draft.to:  # the same team's mailbox: BOSA's staff are told of what came into BOSA's inbox
+        notes = notes.where(col(OutboxMail.id).in_(
+            select(OutboxAddress.outbox_id).where(OutboxAddress.role == "to",
+                                                  OutboxAddress.address == normalise_address(draft.to[0]))))
     if draft.dossier_id is not None:
         if _count(session, notes) >= limits.notes_per_dossier_per_day:
             return ("limit: a note to staff on this dossier already went in the last 24 hours "

@@ -23,6 +23,7 @@ from difflib import SequenceMatcher
 
 from sqlmodel import Session, col, select
 
+from mailbot.addresses import normalise_address
 from mailbot.dossiers.process import is_colleague, writers
 from mailbot.forms import FormCheck
 from mailbot.mail.model import ParsedMail
@@ -63,7 +64,7 @@ def find_dossier(session: Session, mail: ParsedMail, subject: SubjectInfo, forms
         sender = mail.sender
         if staff:
             return True
-        return bool(sender) and sender is not None and (sender.lower() in writers(session, dossier)
+        return bool(sender) and sender is not None and (normalise_address(sender) in writers(session, dossier)
                                                         or is_colleague(session, dossier, sender, is_free_mail))
 
     claimed = False  # a project named here is another's: this mail opens its own dossier

@@ -143,15 +143,16 @@ WRITING_ROLES = ("sender", "colleague")
 
 
 def writers(session: Session, dossier: Dossier) -> set[str]:
-    return set(session.exec(select(Contact.email).where(Contact.dossier_id == dossier.id,
-                                                        col(Contact.role).in_(WRITING_ROLES))))
+    """Their addresses, normalised (one person however the address is written)."""
+    return {normalise_address(e) for e in session.exec(select(Contact.email).where(
+        Contact.dossier_id == dossier.id, col(Contact.role).in_(WRITING_ROLES)))}
 
 
 def is_colleague(session: Session, dossier: Dossier, email: str, is_free_mail: Callable[[str], bool]) -> bool:
     """At the organisation's own domain: the exact domain of a contact who wrote to the dossier,
     never a free-mail provider's (anyone can open an address there). The caller makes sure the
     sender is authenticated."""
-    domain = email.rpartition("@")[2].lower()
+    domain = normalise_address(email).rpartition("@")[2]
     if not domain or is_free_mail(domain):
         return False
     return any(e.rpartition("@")[2] == domain for e in writers(session, dossier))
