@@ -536,7 +536,7 @@ def check_templates(settings: Settings) -> Check:
 
     from mailbot.answers import render
 
-    env = render.Renderer(settings.files.templates).env
+    env = render.Renderer(settings.files.templates, settings.process.timezone).env
     names = needed_templates(settings)
     problems: list[str] = []
     seen: set[str] = set()

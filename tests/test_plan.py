@@ -217,5 +217,5 @@ def test_stored_values_do_not_change():
 
 
 def test_every_purpose_has_its_templates_and_every_template_a_purpose():
-    named = {name.split(".")[0] for name in Renderer(None).env.list_templates(extensions=["txt"])}
+    named = {name.split(".")[0] for name in Renderer(None, "Europe/Brussels").env.list_templates(extensions=["txt"])}
     assert named == {p.value for p in Purpose}

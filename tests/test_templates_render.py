@@ -10,7 +10,9 @@ from pathlib import Path
 from types import SimpleNamespace as NS
 
 import pytest
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment
+
+from mailbot.answers.render import Renderer
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "mailbot" / "templates"
 
@@ -34,8 +36,7 @@ class Wait:
 
 
 def env() -> Environment:
-    return Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]),
-                       trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined)
+    return Renderer(None, "Europe/Brussels").env
 
 
 def dossier(language: str) -> NS:

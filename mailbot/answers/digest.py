@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, select
 
+from mailbot.answers.drafts import local_time
 from mailbot.answers.render import Renderer
 from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
@@ -17,17 +18,12 @@ from mailbot.dossiers.state import stage, waiting_for
 from mailbot.outbox import Draft, shadow_since
 from mailbot.store.models import Deadline, Dossier, Message, Sighting
 
-BRUSSELS = ZoneInfo("Europe/Brussels")
 
-
-def _day(at: dt.datetime) -> str:
-    return at.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M")
-
-
-def digest_context(session: Session, team: str, now: dt.datetime, calendar: BusinessCalendar) -> dict[str, Any]:
-    """Everything the digest shows, as plain values for the template."""
-    today = now.astimezone(BRUSSELS).date()
-    since = dt.datetime.combine(calendar.previous_business_day(today), now.astimezone(BRUSSELS).timetz())
+def digest_context(session: Session, team: str, now: dt.datetime, calendar: BusinessCalendar,
+                   zone: ZoneInfo) -> dict[str, Any]:
+    """Everything the digest shows, as plain values for the template; days and times in `zone`."""
+    today = now.astimezone(zone).date()
+    since = dt.datetime.combine(calendar.previous_business_day(today), now.astimezone(zone).timetz())
     open_deadlines = session.exec(select(Deadline).where(Deadline.state == "open")).all()
     due_by_dossier: dict[int, Deadline] = {}
     for d in open_deadlines:
@@ -65,15 +61,15 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
         if reason:
             dossier = by_id.get(m.dossier_id) or (session.get(Dossier, m.dossier_id) if m.dossier_id else None)
             ref = dossier.reference if dossier else None
-            needs_person.append(SimpleNamespace(subject=m.subject, sender=m.sender or "", received=_day(m.received_at),
+            needs_person.append(SimpleNamespace(subject=m.subject, sender=m.sender or "", received=local_time(m.received_at, zone),
                                                 reason=reason, dossier=ref))
     shadow = [SimpleNamespace(purpose=o.purpose, to=", ".join(json.loads(o.recipients)), subject=o.subject,
                               dossier=json.loads(o.detail).get("dossier"))
               for o in shadow_since(session, since)]
     return {
-        "team": team, "date": today.isoformat(), "now": _day(now), "dossier": None,
+        "team": team, "date": today.isoformat(), "now": local_time(now, zone), "dossier": None,
         "new_dossiers": [SimpleNamespace(reference=d.reference, project_name=d.project_name,
-                                         organisation=d.organisation, opened=_day(d.opened_at))
+                                         organisation=d.organisation, opened=local_time(d.opened_at, zone))
                          for d in dossiers if d.opened_at >= since],
         "dossiers": rows, "due_today": due_today, "overdue": overdue,
         "missing_bosa_copy": [SimpleNamespace(reference=d.reference, project_name=d.project_name)
@@ -99,7 +95,7 @@ def _needs_person_reason(m: Message) -> str | None:
 def digest_draft(session: Session, team: str, now: dt.datetime, settings: Settings,
                  calendar: BusinessCalendar, renderer: Renderer) -> Draft:
     box = settings.mailboxes[team]
-    context = digest_context(session, team, now, calendar)
+    context = digest_context(session, team, now, calendar, settings.process.zone)
     rendered = renderer.render("digest", box.language, context)
     counts = {k: len(context[k]) for k in ("new_dossiers", "dossiers", "due_today", "overdue", "missing_bosa_copy",
                                            "needs_person", "shadow")}

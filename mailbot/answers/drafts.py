@@ -17,8 +17,6 @@ from mailbot.config import Settings
 from mailbot.mail.subject import SubjectInfo
 from mailbot.understanding import Understanding
 
-BRUSSELS = ZoneInfo("Europe/Brussels")
-
 
 def thread_subject(subject: SubjectInfo, reference: str | None, fallback: str) -> str:
     """RE:, the dossier reference, then the thread's subject without its prefixes; one line."""
@@ -50,7 +48,7 @@ def answer_draft(answer: Answer, u: Understanding, msg_pk: int, at: dt.datetime,
                  renderer: Renderer, words: LanguageWords) -> Draft:
     """The answer in the thread of the client's mail, in the client's language."""
     dossier = u.dossier
-    base: dict[str, Any] = {"dossier": dossier_view(dossier), "now": _now(at)}
+    base: dict[str, Any] = {"dossier": dossier_view(dossier), "now": local_time(at, settings.process.zone)}
     rendered = renderer.render(answer.purpose, client_language(u, words), base | dict(answer.data))
     cc = (settings.mailboxes["bosa"].address,) if answer.cc_bosa else ()
     return Draft(answer.purpose, _from(settings), (answer.to,), cc, rendered,
@@ -64,9 +62,10 @@ def note_draft(note: StaffNote, u: Understanding, msg_pk: int, at: dt.datetime, 
                renderer: Renderer) -> Draft:
     """A triage note to the staff of the mailbox the mail came into."""
     box = settings.mailboxes[note.team]
+    now = local_time(at, settings.process.zone)
     mail = SimpleNamespace(subject=u.mail.subject, sender=u.mail.sender or "(none)", mailboxes=[note.team],
-                           kind=u.kind, received=_now(at))
-    rendered = renderer.render(Purpose.NEEDS_HUMAN, "en", {"dossier": dossier_view(u.dossier), "now": _now(at),
+                           kind=u.kind, received=now)
+    rendered = renderer.render(Purpose.NEEDS_HUMAN, "en", {"dossier": dossier_view(u.dossier), "now": now,
                                                             "mail": mail, "reason": note.reason})
     ref = u.dossier.reference if u.dossier else None
     subject = f"[mailbot] needs a person: {u.mail.subject[:120]}" if not ref else f"[{ref}] [mailbot] needs a person: {u.mail.subject[:100]}"
@@ -79,5 +78,6 @@ def _from(settings: Settings) -> str:
     return settings.mailboxes[settings.answers.from_mailbox].address
 
 
-def _now(at: dt.datetime) -> str:
-    return at.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M")
+def local_time(at: dt.datetime, zone: ZoneInfo) -> str:
+    """A moment as staff and clients read it: in the process's time zone, to the minute."""
+    return at.astimezone(zone).strftime("%Y-%m-%d %H:%M")

@@ -40,13 +40,14 @@ class Rendered:
 
 
 class Renderer:
-    def __init__(self, folder: Path | None) -> None:
+    def __init__(self, folder: Path | None, timezone: str) -> None:
         """`folder`: staff's templates, each replacing the shipped one of its name; None: the
-        shipped templates only."""
+        shipped templates only. `timezone` (process.timezone): named beside the times staff read."""
         shipped = PackageLoader("mailbot", "templates")
         loader: BaseLoader = ChoiceLoader([FileSystemLoader(str(folder)), shipped]) if folder is not None else shipped
         self.env = Environment(loader=loader, autoescape=select_autoescape(["html"]),
                                trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined)
+        self.env.globals["timezone"] = timezone
 
     def _one(self, purpose: str, language: str, context: dict[str, Any]) -> Rendered:
         ctx = dict(context, language=language)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, func, select
 
-from mailbot.answers.drafts import dossier_view
+from mailbot.answers.drafts import dossier_view, local_time
 from mailbot.answers.render import Renderer
 from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
@@ -16,27 +15,22 @@ from mailbot.outbox import Draft
 from mailbot.store.models import Contact, Dossier, Event, Message, OutboxMail
 from mailbot.sweep import Alert
 
-BRUSSELS = ZoneInfo("Europe/Brussels")
 CLIENT_DOCUMENTS = ("order_form", "corrected_order_form", "convention", "signed_order_form", "id_copy")
 # Events that show the client moved: the reminder clock counts from the last of them.
 CLIENT_MOVES = ("dossier_opened", "form_incomplete", "form_complete", "form_unusable", "convention_received",
                 "signed_form_received", "id_copy_received", "prevalidated")
 
 
-def _now(at: dt.datetime) -> str:
-    return at.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M")
-
-
 def alert_draft(session: Session, alert: Alert, now: dt.datetime, settings: Settings,
                 calendars: dict[str, BusinessCalendar], renderer: Renderer) -> Draft:
     """A warning the day before the due day, or an escalation once it passed, to the party's staff."""
     deadline, dossier = alert.item.deadline, alert.item.dossier
-    calendar = calendars[deadline.calendar]
-    late = max(calendar.business_days_between(deadline.due, now.astimezone(BRUSSELS).date()), 1)
+    calendar, zone = calendars[deadline.calendar], settings.process.zone
+    late = max(calendar.business_days_between(deadline.due, now.astimezone(zone).date()), 1)
     last = session.exec(select(Message.subject).where(Message.dossier_id == dossier.id)
                         .order_by(col(Message.id).desc()).limit(1)).first() or ""
-    context = {"dossier": dossier_view(dossier), "now": _now(now), "deadline": deadline.name,
-               "due": deadline.due.isoformat(), "started": deadline.started_at.astimezone(BRUSSELS).date().isoformat(),
+    context = {"dossier": dossier_view(dossier), "now": local_time(now, zone), "deadline": deadline.name,
+               "due": deadline.due.isoformat(), "started": deadline.started_at.astimezone(zone).date().isoformat(),
                "waiting": [(w.party, w.what) for w in waiting_for(dossier)], "last_mail": last}
     if alert.kind == "escalation":
         context["days_late"] = late
@@ -53,8 +47,8 @@ def alert_draft(session: Session, alert: Alert, now: dt.datetime, settings: Sett
 def reminder_drafts(session: Session, now: dt.datetime, settings: Settings, calendar: BusinessCalendar,
                     renderer: Renderer) -> list[Draft]:
     """Clients who have owed a document for `reminder_days` business days, reminded once per period."""
-    days = settings.answers.reminder_days
-    today = now.astimezone(BRUSSELS).date()
+    days, zone = settings.answers.reminder_days, settings.process.zone
+    today = now.astimezone(zone).date()
     drafts = []
     open_ids = select(Dossier.id).where(Dossier.access_sent == False)  # noqa: E712
     # Three grouped queries for all open dossiers, not three queries per dossier: at 10,000
@@ -73,14 +67,14 @@ def reminder_drafts(session: Session, now: dt.datetime, settings: Settings, cale
             continue
         last_move, last_reminder = last_moves.get(dossier.id), last_reminders.get(dossier.id)
         since = max(t for t in (last_move, last_reminder) if t is not None)
-        idle = calendar.business_days_between(since.astimezone(BRUSSELS).date(), today)
+        idle = calendar.business_days_between(since.astimezone(zone).date(), today)
         if idle < days:
             continue
         sender = senders.get(dossier.id)
         if sender is None:
             continue
         language = dossier.language
-        rendered = renderer.render("reminder", language, {"dossier": dossier_view(dossier), "now": _now(now),
+        rendered = renderer.render("reminder", language, {"dossier": dossier_view(dossier), "now": local_time(now, zone),
                                                           "waiting": owed, "days": idle})
         drafts.append(Draft("reminder", settings.mailboxes[settings.answers.from_mailbox].address, (sender,), (),
                             rendered, f"[{dossier.reference}] {rendered.subject}", dossier.id, None, None, (),
