@@ -147,7 +147,7 @@ def cmd_digest(args: argparse.Namespace) -> int:
     settings = _settings(args)
     engine = _existing_database(args.db or settings.database.url, args)
     calendar = load_calendars(settings.files.calendars)[settings.schedule.calendar]
-    renderer = Renderer(settings.files.templates, settings.process.timezone)
+    renderer = Renderer.for_settings(settings)
     now = dt.datetime.fromisoformat(args.at) if args.at else dt.datetime.now(dt.timezone.utc)
     now = now if now.tzinfo else now.replace(tzinfo=settings.process.zone)
     box = settings.mailboxes[args.team]

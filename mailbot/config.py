@@ -285,7 +285,7 @@ class Mailbox(_Strict):
     imap: Imap | None = None  # needed by `mailbot run`, not by replay
     # Staff who write from their own address rather than the shared mailbox.
     staff: tuple[str, ...] = ()
-    language: str = "fr"  # of the staff digest: "fr", "nl" or "en"
+    language: str = Field(default="fr", pattern="^(fr|nl|en)$")  # of the texts to its staff: notes, digest
     authentication: SenderAuthentication = SenderAuthentication()
 
     _check_address = field_validator("address")(lambda cls, v: _email(v))
@@ -375,6 +375,7 @@ class Files(_Strict):
     robot_rules: Path | None = None
     calendars: Path | None = None
     languages: Path | None = None  # words that tell a body's language
+    reasons: Path | None = None  # why a person is needed, in each staff language
     templates: Path | None = None  # a folder: a template there replaces the shipped one of its name
 
     @field_validator("*")

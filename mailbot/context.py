@@ -47,4 +47,4 @@ class Context:
                                   f"{files.calendars or 'the shipped calendars'}")
         return cls(settings, engine, load_rules(files.form_rules), load_subject_rules(files.subject_rules),
                    load_document_rules(files.document_rules), load_robot_rules(files.robot_rules),
-                   load_language_words(files.languages), calendars, Renderer(files.templates, settings.process.timezone), max_attempts)
+                   load_language_words(files.languages), calendars, Renderer.for_settings(settings), max_attempts)

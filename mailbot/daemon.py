@@ -220,7 +220,7 @@ class Daemon:
                 context = {"dossier": None, "now": local_time(now, zone), "down": down,
                            "mailbox": row.mailbox, "folder": row.folder, "error": row.last_error, "refused": refused,
                            "since": local_time(last, zone)}
-                rendered = self.ctx.renderer.render("watchdog", "en", context)
+                rendered = self.ctx.renderer.render("watchdog", box.language, context)
                 to = tuple(dict.fromkeys((box.address, self.settings.mailboxes[self.settings.answers.from_mailbox].address)))
                 enqueue(session, Draft("watchdog", self.settings.mailboxes[self.settings.answers.from_mailbox].address,
                                        to, (), rendered, f"[mailbot] {rendered.subject}",

@@ -189,6 +189,7 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
                                 settings=settings, calendars=ctx.calendars, message_pk=msg.id,
                                 staff_party=staff_party, inboxes=mailboxes)
     msg.kind, msg.kind_reason = classified.kind.value, classified.reason[:500]
+    msg.kind_code = classified.code.value
     msg.dossier_id = dossier.id if dossier is not None else None
     msg.unlinked_sender = unlinked
     msg.documents = ",".join(reading.kinds)

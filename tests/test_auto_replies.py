@@ -11,6 +11,7 @@ import pytest
 from sqlmodel import Session, select
 
 from mailbot.answers.digest import digest_context
+from mailbot.answers.reasons import Reason
 from mailbot.config import load_settings
 from mailbot.forms import load_rules
 from mailbot.forms.builder import complete_values, fill_form
@@ -169,8 +170,7 @@ def test_a_client_reply_quoting_the_answer_with_a_question_reaches_the_dossier(c
         digest = digest_context(s, "worldline", AT + dt.timedelta(hours=1), ctx.calendars["public"],
                                 ctx.settings.process.zone)
     assert events == ["reply_received"]
-    assert [(m.reason, m.dossier) for m in digest["needs_person"]] == [("a client's question in a dossier",
-                                                                         "EPAY-2027-0001")]
+    assert [(m.reason, m.dossier) for m in digest["needs_person"]] == [(Reason("client_question"), "EPAY-2027-0001")]
 
 
 def test_a_client_question_under_the_process_subject_is_still_answered(ctx, answered):

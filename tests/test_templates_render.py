@@ -12,15 +12,15 @@ from types import SimpleNamespace as NS
 import pytest
 from jinja2 import Environment
 
+from mailbot.answers.reasons import Reason
 from mailbot.answers.render import Renderer
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "mailbot" / "templates"
 
 CLIENT = ("form_incomplete", "form_complete", "form_missing", "signed_incomplete", "signed_received", "reminder")
-STAFF_EN = ("warning", "escalation", "needs_human")
+STAFF = ("warning", "escalation", "needs_human", "watchdog", "digest")  # in each team's language
 PAIRS = ([(p, lang) for p in CLIENT for lang in ("fr", "nl")]
-         + [(p, "en") for p in STAFF_EN]
-         + [("digest", lang) for lang in ("en", "fr", "nl")])
+         + [(p, lang) for p in STAFF for lang in ("en", "fr", "nl")])
 
 SIGNATURE = {"fr": "L'équipe ePayment (message automatique de Worldline pour BOSA)",
              "nl": "Het ePayment-team (automatisch bericht van Worldline voor BOSA)"}
@@ -123,9 +123,14 @@ def staff_contexts(purpose: str, language: str) -> list[dict]:
     if purpose == "needs_human":
         mail = NS(subject="Question sur la facturation <urgent>", sender="jean.dupont@exemple.be",
                   mailboxes=["worldline"], kind="unrelated", received="2027-01-12 09:10")
-        return [{"mail": mail, "reason": "a mail outside any dossier", "_dossier": None},
+        return [{"mail": mail, "reason": Reason("no_dossier"), "_dossier": None},
                 {"mail": NS(**{**vars(mail), "mailboxes": ["worldline", "bosa"], "kind": "submission"}),
-                 "reason": "a sender not linked to the dossier wrote; the bot tells strangers nothing", "_dossier": d}]
+                 "reason": Reason("stranger_in_dossier"), "_dossier": d}]
+    if purpose == "watchdog":
+        base = {"mailbox": "bosa", "folder": "INBOX", "since": "2027-01-12 08:50", "error": "ConnectionRefusedError",
+                "refused": None, "down": True, "_dossier": None}
+        return [base, base | {"refused": "sign-in refused: AADSTS7000215 Invalid client secret"},
+                base | {"down": False, "error": ""}]
     if purpose == "digest":
         full = {
             "team": "worldline", "date": "2027-01-12",
@@ -150,9 +155,9 @@ def staff_contexts(purpose: str, language: str) -> list[dict]:
                            due="2027-01-11", days_late=1)],
             "missing_bosa_copy": [NS(reference="EPAY-2027-0004", project_name="Gemeente Zaventem")],
             "needs_person": [NS(subject="Vraag over facturatie", sender="an.peeters@zaventem.be",
-                                received="2027-01-11 14:20", reason="a mail outside any dossier", dossier=None),
+                                received="2027-01-11 14:20", reason=Reason("no_dossier"), dossier=None),
                              NS(subject="RE: Bon de commande <Namur>", sender="x@exemple.be",
-                                received="2027-01-11 17:05", reason="a sender not linked to the dossier wrote",
+                                received="2027-01-11 17:05", reason=Reason("set_aside", {"detail": "ValueError: <x>"}),
                                 dossier="EPAY-2027-0001")],
             "shadow": [NS(purpose="form_incomplete", to="marie.dubois@namur.be",
                           subject="RE: [EPAY-2027-0001] BOSA M1036 - Bon de commande – Ville de Namur",
@@ -188,7 +193,7 @@ def render(purpose: str, language: str, ctx: dict) -> tuple[str, str]:
 def test_every_template_file_exists():
     names = {p.name for p in TEMPLATES.iterdir()}
     expected = {f"{p}.{lang}.{ext}" for p, lang in PAIRS for ext in ("txt", "html")}
-    assert len(expected) == 36
+    assert len(expected) == 54
     assert expected <= names, sorted(expected - names)
     assert "_layout.html" in names
 

@@ -11,10 +11,12 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session, select
 
 from mailbot.answers.drafts import local_time
+from mailbot.answers.reasons import Reason
 from mailbot.answers.render import Renderer
 from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
 from mailbot.dossiers.state import stage, waiting_for
+from mailbot.mail.kinds import KindCode
 from mailbot.outbox import Draft, shadow_since
 from mailbot.store.models import Deadline, Dossier, Message, Sighting
 
@@ -78,17 +80,22 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
     }
 
 
-def _needs_person_reason(m: Message) -> str | None:
+def _needs_person_reason(m: Message) -> Reason | None:
+    """Why the mail waits for a person, as a code the template renders in the team's language."""
     if m.status == "quarantined":
-        return f"set aside: {m.status_reason}"
+        return Reason("set_aside", {"detail": m.status_reason})
     if m.unlinked_sender:
-        return "from a sender not linked to the dossier"
+        return Reason("unlinked_sender")
     if m.kind == "unrelated":
-        return f"unrelated: {m.kind_reason}"
+        if m.kind_code == KindCode.NO_DOSSIER:
+            return Reason("no_dossier")
+        if m.kind_code == KindCode.BULK:
+            return Reason("bulk", {"detail": m.kind_reason})
+        return Reason("unrelated", {"detail": m.kind_reason})  # recorded before kind codes were
     if m.kind == "reply":
-        return "a client's question in a dossier"
+        return Reason("client_question")
     if m.defects and m.kind != "submission":
-        return f"a malformed mail: {m.defects[:120]}"
+        return Reason("malformed", {"detail": m.defects[:120]})
     return None
 
 

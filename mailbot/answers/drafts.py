@@ -60,18 +60,20 @@ def answer_draft(answer: Answer, u: Understanding, msg_pk: int, at: dt.datetime,
 
 def note_draft(note: StaffNote, u: Understanding, msg_pk: int, at: dt.datetime, settings: Settings,
                renderer: Renderer) -> Draft:
-    """A triage note to the staff of the mailbox the mail came into."""
+    """A triage note to the staff of the mailbox the mail came into, in their language."""
     box = settings.mailboxes[note.team]
     now = local_time(at, settings.process.zone)
     mail = SimpleNamespace(subject=u.mail.subject, sender=u.mail.sender or "(none)", mailboxes=[note.team],
                            kind=u.kind, received=now)
-    rendered = renderer.render(Purpose.NEEDS_HUMAN, "en", {"dossier": dossier_view(u.dossier), "now": now,
-                                                            "mail": mail, "reason": note.reason})
+    rendered = renderer.render(Purpose.NEEDS_HUMAN, box.language, {"dossier": dossier_view(u.dossier), "now": now,
+                                                                    "mail": mail, "reason": note.reason})
     ref = u.dossier.reference if u.dossier else None
-    subject = f"[mailbot] needs a person: {u.mail.subject[:120]}" if not ref else f"[{ref}] [mailbot] needs a person: {u.mail.subject[:100]}"
+    subject = f"[{ref}] [mailbot] {rendered.subject}" if ref else f"[mailbot] {rendered.subject}"
+    reason = {"code": note.reason.code, "en": renderer.reasons.english(note.reason)} \
+        | ({"params": dict(note.reason.params)} if note.reason.params else {})
     return Draft(Purpose.NEEDS_HUMAN, _from(settings), (box.address,), (),
-                 rendered, subject, u.dossier.id if u.dossier else None, msg_pk, None, (),
-                 {"dossier": ref, "reason": note.reason}, client_mail=False)
+                 rendered, subject[:160], u.dossier.id if u.dossier else None, msg_pk, None, (),
+                 {"dossier": ref, "reason": reason}, client_mail=False)
 
 
 def _from(settings: Settings) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from mailbot.answers.facts import Facts
 from mailbot.answers.policy import echo_reason, no_answer_reason
 from mailbot.answers.purposes import Purpose
+from mailbot.answers.reasons import Reason
 from mailbot.config import Settings
 from mailbot.forms import FormCheck, FormRules
 from mailbot.forms.changes import compare
@@ -48,9 +49,10 @@ class Answer:
 
 @dataclass(frozen=True)
 class StaffNote:
-    """A `needs_human` note to the staff of `team`, the watched mailbox the mail came into."""
+    """A `needs_human` note to the staff of `team`, the watched mailbox the mail came into; its
+    reason is rendered in the team's language (answers/reasons.py)."""
     team: str
-    reason: str
+    reason: Reason
 
 
 Intent = Silence | Answer | StaffNote
@@ -90,7 +92,7 @@ def unrelated_mail(c: Case) -> tuple[Intent, ...] | None:
         return None
     if u.kind_code != KindCode.NO_DOSSIER:  # list or bulk mail: the digest lists it, no note
         return (Silence(f"unrelated: {u.kind_reason}"),)
-    return Silence("unrelated: in no dossier"), StaffNote(team_of(c), "a mail outside any dossier")
+    return Silence("unrelated: in no dossier"), StaffNote(team_of(c), Reason("no_dossier"))
 
 
 def must_not_answer(c: Case) -> tuple[Intent, ...] | None:
@@ -107,7 +109,7 @@ def stranger(c: Case) -> tuple[Intent, ...] | None:
         return None
     who = "a sender not linked to the dossier" if u.dossier is not None else "a sender with no dossier"
     return (Silence(f"privacy: {who} gets no dossier details"),
-            StaffNote(team_of(c), f"{who} wrote; the bot tells strangers nothing"))
+            StaffNote(team_of(c), Reason("stranger_in_dossier" if u.dossier is not None else "stranger_no_dossier")))
 
 
 def client_question(c: Case) -> tuple[Intent, ...] | None:

@@ -35,7 +35,7 @@ def alert_draft(session: Session, alert: Alert, now: dt.datetime, settings: Sett
     if alert.kind == "escalation":
         context["days_late"] = late
     party = settings.mailboxes[deadline.party]
-    rendered = renderer.render(alert.kind, "en", context)
+    rendered = renderer.render(alert.kind, party.language, context)
     cc = (settings.mailboxes["bosa"].address,) if alert.kind == "escalation" and deadline.party != "bosa" else ()
     subject = f"[{dossier.reference}] {rendered.subject}"
     return Draft(alert.kind, settings.mailboxes[settings.answers.from_mailbox].address, (party.address,), cc,
