@@ -376,6 +376,7 @@ class Files(_Strict):
     calendars: Path | None = None
     languages: Path | None = None  # words that tell a body's language
     reasons: Path | None = None  # why a person is needed, in each staff language
+    forward_rules: Path | None = None  # how a client's mail forwarded by staff is read
     templates: Path | None = None  # a folder: a template there replaces the shipped one of its name
 
     @field_validator("*")

@@ -510,6 +510,7 @@ def rules_steps(settings: Settings) -> list[Step]:
     from mailbot.answers.reasons import load_reasons
     from mailbot.forms import load_rules
     from mailbot.mail.documents import load_document_rules
+    from mailbot.mail.forwards import load_forward_rules
     from mailbot.mail.robots import load_robot_rules
     from mailbot.mail.subject import load_subject_rules
 
@@ -522,6 +523,7 @@ def rules_steps(settings: Settings) -> list[Step]:
         Step("calendars", lambda: check_calendars(settings)),
         Step("languages", lambda: check_languages(files.languages)),
         Step("reasons", lambda: check_rules_file("reasons", files.reasons, load_reasons)),
+        Step("forwards", lambda: check_rules_file("forward", files.forward_rules, load_forward_rules)),
     ]
 
 

@@ -31,10 +31,12 @@ from mailbot.dossiers.process import (
     is_linked,
     link_contact,
     open_dossier,
+    record_forward,
     record_unlinked,
 )
 from mailbot.dossiers.state import document_step
 from mailbot.mail.documents import Looked, announces_form, read_documents
+from mailbot.mail.forwards import forwarded_client
 from mailbot.mail.kinds import Kind, classify
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.parse import parse_mail
@@ -159,6 +161,14 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
                           mailboxes: tuple[str, ...], at: dt.datetime, ctx: Context) -> Understanding:
     settings = ctx.settings
     subject = parse_subject(mail.subject, ctx.subject_rules)
+    # A client's mail forwarded by staff is the client's from here on (its forwarder's mailbox had it).
+    forwarded = forwarded_client(mail, subject, settings, ctx.forward_rules)
+    if forwarded is not None and forwarded.client is not None:
+        mail = forwarded.client_mail(mail)
+        subject = parse_subject(mail.subject, ctx.subject_rules)
+        mailboxes_had = tuple(sorted({*mailboxes, forwarded.by}))
+    else:
+        mailboxes_had = mailboxes
     staff_party = settings.mailbox_of(mail.sender) if mail.sender else None
     # The order forms first: their project name and enterprise number help find the dossier.
     pre = read_documents(mail, ctx.form_rules, None, mailboxes, ctx.document_rules, looked)
@@ -178,7 +188,9 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
     change = None
     if dossier is not None and classified.kind not in (Kind.BOUNCE, Kind.AUTO_REPLY):
         if staff_party is None and mail.sender and not is_linked(session, dossier, mail.sender):
-            if is_colleague(session, dossier, mail.sender, ctx.document_rules.public_domains):
+            if forwarded is not None and forwarded.client is not None:  # staff named the client, and vouch for it
+                link_contact(session, dossier, mail.sender, "forwarded")
+            elif is_colleague(session, dossier, mail.sender, ctx.document_rules.public_domains):
                 link_contact(session, dossier, mail.sender, "colleague")
             else:
                 unlinked = True
@@ -187,7 +199,9 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
         else:
             change = apply_mail(session, dossier, mail=mail, kind=classified.kind, reading=reading, at=at,
                                 settings=settings, calendars=ctx.calendars, message_pk=msg.id,
-                                staff_party=staff_party, inboxes=mailboxes)
+                                staff_party=staff_party, inboxes=mailboxes_had)
+            if forwarded is not None and forwarded.client is not None:
+                record_forward(session, dossier, forwarded, msg.id, at)
     msg.kind, msg.kind_reason = classified.kind.value, classified.reason[:500]
     msg.kind_code = classified.code.value
     msg.dossier_id = dossier.id if dossier is not None else None
@@ -200,4 +214,4 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
                                      size=att.size, sha256=att.sha256, origin=att.origin,
                                      document=doc.kind if doc else None, reason=why[:300]))
     return Understanding(mail, subject, mailboxes, reading, classified.kind, classified.code, classified.reason,
-                         dossier, match.how, staff_party, unlinked, change)
+                         dossier, match.how, staff_party, unlinked, change, forwarded)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from mailbot.dossiers.process import Change
 from mailbot.mail.documents import Reading
+from mailbot.mail.forwards import ForwardedClient
 from mailbot.mail.kinds import Kind, KindCode
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.subject import SubjectInfo
@@ -28,6 +29,8 @@ class Understanding:
     staff_party: str | None
     unlinked_sender: bool  # not linked to its dossier before this mail (and no colleague)
     change: Change | None
+    # A forward from staff: `mail` is then the client's mail it carries (when its client is known)
+    forwarded: ForwardedClient | None = None
 
 
 @dataclass(frozen=True)

@@ -193,8 +193,8 @@ def test_a_document_that_calls_for_no_answer_is_a_silence():
 
 
 def test_the_chain_is_declared_in_order_and_always_decides():
-    assert [r.__name__ for r in RULES] == ["robot_mail", "staff_mail", "unrelated_mail", "must_not_answer",
-                                          "stranger", "client_question", "echo", "documents"]
+    assert [r.__name__ for r in RULES] == ["robot_mail", "unclear_forward", "staff_mail", "unrelated_mail",
+                                          "must_not_answer", "stranger", "client_question", "echo", "documents"]
     c = case(Kind.SUBMISSION, KindCode.DOCUMENTS, in_dossier=dossier(form_status="complete"))
     assert decide(c) == decide(c) == (Silence("nothing to answer: no document"),)
     assert decide(c, rules=RULES[:-1]) == ()

@@ -3,8 +3,12 @@
 An ordered chain of rules, like policy.py's: each looks at the case (the understanding, and the
 facts read from the store before: answers/facts.py) and decides, or leaves it to the next:
 
-    robot mail -> staff mail -> unrelated mail -> must not answer (policy.py) -> stranger
-    -> a client's question -> an echo of the bot's own answer -> the documents' answers
+    robot mail -> a forward whose client is unknown -> staff mail -> unrelated mail
+    -> must not answer (policy.py) -> stranger -> a client's question -> an echo of the bot's own
+    answer -> the documents' answers
+
+A client's mail that staff forwarded (mail/forwards.py) is decided as the client's own; its
+answers go to the client with BOSA in copy.
 
 Privacy: dossier details go only to addresses linked to the dossier (the original sender and the
 contacts its order form names); anyone else gets nothing, and staff get a `needs_human` note
@@ -14,7 +18,7 @@ instead. Rendering the intents into mails is answers/drafts.py's job; queueing t
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -80,6 +84,15 @@ def robot_mail(c: Case) -> tuple[Intent, ...] | None:
     return None
 
 
+def unclear_forward(c: Case) -> tuple[Intent, ...] | None:
+    """Staff forwarded a mail whose client cannot be told: a person answers it."""
+    fwd = c.understanding.forwarded
+    if fwd is None or fwd.client is not None:
+        return None
+    return (Silence(f"a mail forwarded by {fwd.forwarder}: its client cannot be told ({fwd.problem})"),
+            StaffNote(team_of(c), Reason(fwd.problem, {"forwarder": fwd.forwarder, "found": fwd.found})))
+
+
 def staff_mail(c: Case) -> tuple[Intent, ...] | None:
     if c.understanding.kind == Kind.STAFF:
         return (Silence("a staff mail: staff answer clients themselves"),)
@@ -131,11 +144,13 @@ def documents(c: Case) -> tuple[Intent, ...]:
     """What the order form and the signed documents of a client's mail call for; always decides."""
     u = c.understanding
     out = [a for a in (form_answer(c), signed_answer(c)) if a is not None]
+    if u.forwarded is not None:  # BOSA forwarded it: BOSA sees what its client is told
+        out = [replace(a, cc_bosa=True) for a in out]
     return tuple(out) or (Silence("nothing to answer: " + (", ".join(u.reading.kinds) or "no document")),)
 
 
-RULES: tuple[Rule, ...] = (robot_mail, staff_mail, unrelated_mail, must_not_answer, stranger, client_question,
-                           echo, documents)
+RULES: tuple[Rule, ...] = (robot_mail, unclear_forward, staff_mail, unrelated_mail, must_not_answer, stranger,
+                           client_question, echo, documents)
 
 
 def decide(case: Case, rules: tuple[Rule, ...] = RULES) -> tuple[Intent, ...]:
