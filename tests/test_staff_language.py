@@ -212,3 +212,20 @@ def test_a_staff_reasons_file_is_checked_when_loaded(tmp_path):
 def test_a_mailbox_language_must_be_one_staff_texts_exist_for():
     with pytest.raises(ConfigError, match=r"mailboxes\.worldline\.language"):
         settings_with("de")
+
+
+@pytest.mark.parametrize("subject", ["[mailbot] À traiter par une personne : =?utf-8?q?=C3=A9=C3=A",
+                                     "[mailbot] needs a person: =?utf-8?q?=C3=A9=C3=A"])
+def test_a_note_on_a_mail_with_an_undecoded_encoded_word_in_its_subject_composes(subject):
+    """Found by the hostile corpus: a subject cut inside an encoded word the parser left as text
+    made the composed mail fail to serialise (the stdlib decodes a literal "=?" again)."""
+    import email
+    import email.policy
+
+    from mailbot.transport.compose import compose
+
+    row = OutboxMail(purpose="needs_human", sender=WL, recipients=json.dumps([WL]), cc="[]", subject=subject,
+                     body_text="x", body_html="<p>x</p>", language="fr", message_id="n1@worldline.localhost",
+                     created_at=AT, detail="{}")
+    sent = email.message_from_string(compose(row).as_string(policy=email.policy.SMTPUTF8))
+    assert "=C3=A9" in str(sent["Subject"])
