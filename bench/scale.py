@@ -117,7 +117,7 @@ class Builder:
                  escalated: dt.datetime | None = None, warned: dt.datetime | None = None) -> dt.date:
         started = self.past(started)
         closed = self.past(closed) if closed is not None else None
-        due = due_date(started, 3 if name == "prevalidation" else 6, self.cal)
+        due = due_date(started, 3 if name == "prevalidation" else 6, self.cal, BRUSSELS)
         self.add(Deadline, dossier_id=dossier, name=name, party="worldline", calendar="public", started_at=started,
                  due=due, state=state, closed_at=closed, warned_at=warned, escalated_at=escalated)
         self.event(dossier, started, "deadline_started", f"{name}: due {due.isoformat()}")
@@ -209,7 +209,7 @@ class Builder:
                     back = rnd.choice((0, 1, 2, 2, 3, 3, 4, 5, 6, 8, 12, 25))
                     started = self.business_days_ago(back, hour=9)
                     started = max(started, opened)
-                    due = due_date(started, 3, self.cal)
+                    due = due_date(started, 3, self.cal, BRUSSELS)
                     escalated = self.business_days_ago(max(back - 4, 0), 9) if due < self.today and rnd.random() < 0.85 else None
                     warned = started if due <= self.cal.next_business_day(self.today) and rnd.random() < 0.5 else None
                     self.deadline(d, "prevalidation", started, "open", escalated=escalated, warned=warned)
@@ -227,7 +227,7 @@ class Builder:
             else:  # signed: waiting for Worldline's encoding
                 back = rnd.choice((0, 1, 2, 3, 4, 5, 6, 7, 9, 15))
                 signed = max(self.business_days_ago(back, hour=11), opened)
-                due = due_date(signed, 6, self.cal)
+                due = due_date(signed, 6, self.cal, BRUSSELS)
                 escalated = self.business_days_ago(max(back - 7, 0), 9) if due < self.today and rnd.random() < 0.85 else None
                 self.deadline(d, "prevalidation", opened, "met", closed=opened + dt.timedelta(hours=3))
                 self.deadline(d, "encoding", signed, "open", escalated=escalated)
@@ -370,7 +370,7 @@ def digest_both(ctx: Context, now: dt.datetime) -> int:
     listed = 0
     with Session(ctx.engine) as session:
         for team in ("worldline", "bosa"):
-            context = digest_context(session, team, now, calendar)
+            context = digest_context(session, team, now, calendar, ctx.settings.process.zone)
             ctx.renderer.render("digest", ctx.settings.mailboxes[team].language, context)
             listed = len(context["dossiers"])
     return listed

@@ -4,7 +4,8 @@ A business day is Monday to Friday minus the legal public holidays (the `holiday
 country "BE") minus the closing days a calendar adds in mailbot/rules/calendars.toml or the
 file [files] calendars names ("federal": 2 and 15 November, 26 December, bridge days).
 Counting follows Belgian practice: the day of receipt does not count, and a deadline of N
-business days is met until the end of the N-th business day after it, Europe/Brussels time.
+business days is met until the end of the N-th business day after it, in the process's time
+zone (process.timezone, passed in; the holidays stay Belgian whatever the zone).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from mailbot.errors import RulesError
 from mailbot.resources import rules_file
 from mailbot.tomlfile import load_toml
 
-BRUSSELS = ZoneInfo("Europe/Brussels")
 DEFAULT_CALENDARS = rules_file("calendars.toml")
 _WEEKEND = {5: "Saturday", 6: "Sunday"}
 # A calendar that closes more than a year in a row is a rules mistake, not a calendar: stop
@@ -124,7 +124,7 @@ class BusinessCalendar:
 def _check_date(day: object) -> None:
     # A datetime is a date too, but never equal to one: it would silently miss every holiday.
     if isinstance(day, dt.datetime) or not isinstance(day, dt.date):
-        raise TypeError(f"expected a date, not {type(day).__name__} (convert to Brussels time first)")
+        raise TypeError(f"expected a date, not {type(day).__name__} (convert to the local time first)")
 
 
 def _aware(moment: dt.datetime, what: str) -> None:
@@ -135,23 +135,23 @@ def _aware(moment: dt.datetime, what: str) -> None:
 # ---------------------------------------------------------------- deadlines
 
 
-def due_date(received_at: dt.datetime, days: int, calendar: BusinessCalendar) -> dt.date:
+def due_date(received_at: dt.datetime, days: int, calendar: BusinessCalendar, zone: ZoneInfo) -> dt.date:
     """The last day a deadline of `days` business days is met, for a mail received at
-    `received_at`: the day of receipt is the Brussels date, and it does not count."""
+    `received_at`: the day of receipt is the date in `zone`, and it does not count."""
     _aware(received_at, "received_at")
-    return calendar.add_business_days(received_at.astimezone(BRUSSELS).date(), days)
+    return calendar.add_business_days(received_at.astimezone(zone).date(), days)
 
 
-def deadline_end(due: dt.date) -> dt.datetime:
-    """The moment the deadline passes: the next day's 00:00 in Brussels, as an aware UTC datetime."""
+def deadline_end(due: dt.date, zone: ZoneInfo) -> dt.datetime:
+    """The moment the deadline passes: the next day's 00:00 in `zone`, as an aware UTC datetime."""
     _check_date(due)
-    midnight = dt.datetime.combine(due + dt.timedelta(days=1), dt.time(0), tzinfo=BRUSSELS)
+    midnight = dt.datetime.combine(due + dt.timedelta(days=1), dt.time(0), tzinfo=zone)
     return midnight.astimezone(dt.timezone.utc)
 
 
-def is_overdue(due: dt.date, now: dt.datetime) -> bool:
+def is_overdue(due: dt.date, now: dt.datetime, zone: ZoneInfo) -> bool:
     _aware(now, "now")
-    return now >= deadline_end(due)
+    return now >= deadline_end(due, zone)
 
 
 # ---------------------------------------------------------------- loading

@@ -8,7 +8,6 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from mailbot.errors import MailbotError
 from mailbot.forms import check_form, load_rules
@@ -123,7 +122,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             until = dt.datetime.fromisoformat(args.until)
         except ValueError:
             raise MailbotError(f"--until {args.until!r} is not an ISO time such as 2027-02-01T09:00+01:00") from None
-        until = until if until.tzinfo else until.replace(tzinfo=ZoneInfo("Europe/Brussels"))
+        until = until if until.tzinfo else until.replace(tzinfo=settings.process.zone)
     with tempfile.TemporaryDirectory(prefix="mailbot-replay-") as tmp:
         url = args.db or f"sqlite:///{tmp}/replay.sqlite"
         ctx = Context.load(settings, open_database(url), max_attempts=1)
@@ -150,12 +149,13 @@ def cmd_digest(args: argparse.Namespace) -> int:
     settings = _settings(args)
     engine = _existing_database(args.db or settings.database.url, args)
     calendar = load_calendars(settings.files.calendars)[settings.schedule.calendar]
-    renderer = Renderer(settings.files.templates)
+    renderer = Renderer.for_settings(settings)
     now = dt.datetime.fromisoformat(args.at) if args.at else dt.datetime.now(dt.timezone.utc)
-    now = now if now.tzinfo else now.replace(tzinfo=ZoneInfo("Europe/Brussels"))
+    now = now if now.tzinfo else now.replace(tzinfo=settings.process.zone)
     box = settings.mailboxes[args.team]
     with Session(engine) as session:
-        rendered = renderer.render("digest", box.language, digest_context(session, args.team, now, calendar))
+        rendered = renderer.render("digest", box.language,
+                                   digest_context(session, args.team, now, calendar, settings.process.zone))
     if args.html:
         from mailbot.private_files import private_file
 
@@ -266,12 +266,12 @@ def cmd_retention(args: argparse.Namespace) -> int:
 
     from mailbot.retention import render_report, run_retention
 
+    settings = _settings(args)
     try:
         now = dt.datetime.fromisoformat(args.at) if args.at else dt.datetime.now(dt.timezone.utc)
     except ValueError:
         raise MailbotError(f"--at {args.at!r} is not an ISO time such as 2028-02-01T03:00+01:00") from None
-    now = now if now.tzinfo else now.replace(tzinfo=ZoneInfo("Europe/Brussels"))
-    settings = _settings(args)
+    now = now if now.tzinfo else now.replace(tzinfo=settings.process.zone)
     engine = _existing_database(args.db or settings.database.url, args)
     with Session(engine) as session:
         print(render_report(run_retention(session, now, settings, apply=args.apply)))
@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("paths", nargs="+", metavar="PATH", help=".eml files or folders of them")
     rep.add_argument("--config", help="configuration file (default: the embedded sandbox configuration)")
     rep.add_argument("--db", help="database URL (default: a fresh temporary SQLite file)")
-    rep.add_argument("--until", help="run the scheduled jobs up to this ISO time")
+    rep.add_argument("--until", help="run the scheduled jobs up to this ISO time (no offset: process.timezone)")
     rep.add_argument("--json", action="store_true", help="one JSON object per line")
     rep.set_defaults(func=cmd_replay)
     run = sub.add_parser("run", help="run the bot (without --config: on a local sandbox)")
@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     dig.add_argument("--html", metavar="FILE", help="write the HTML version to FILE")
     dig.add_argument("--config", help="configuration file (default: the sandbox's, and its database)")
     dig.add_argument("--db", help="database URL (default: the configuration's)")
-    dig.add_argument("--at", help="the summary as of this ISO time (default: now)")
+    dig.add_argument("--at", help="the summary as of this ISO time (default: now; no offset: process.timezone)")
     dig.set_defaults(func=cmd_digest)
     ret = sub.add_parser("retention", help="purge the personal data of dossiers closed or dormant for months")
     how = ret.add_mutually_exclusive_group(required=True)
@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--apply", action="store_true", help="purge it (the daemon does this every day)")
     ret.add_argument("--config", help="configuration file (default: the embedded sandbox); see [retention]")
     ret.add_argument("--db", help="database URL (default: the configuration's)")
-    ret.add_argument("--at", help="as of this ISO time (default: now)")
+    ret.add_argument("--at", help="as of this ISO time (default: now; no offset: process.timezone)")
     ret.set_defaults(func=cmd_retention)
     fgt = sub.add_parser("forget", help="an erasure request: remove an e-mail address everywhere")
     fgt.add_argument("address", help="the address, in any case or Unicode form")

@@ -19,6 +19,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -304,7 +305,7 @@ class Mailbox(_Strict):
     imap: Imap | None = None  # needed by `mailbot run`, not by replay
     # Staff who write from their own address rather than the shared mailbox.
     staff: tuple[str, ...] = ()
-    language: str = "fr"  # of the staff digest: "fr", "nl" or "en"
+    language: str = Field(default="fr", pattern="^(fr|nl|en)$")  # of the texts to its staff: notes, digest
     authentication: SenderAuthentication = SenderAuthentication()
 
     _check_address = field_validator("address")(lambda cls, v: _email(v))
@@ -325,11 +326,26 @@ class Deadlines(_Strict):
 class Process(_Strict):
     # Prefix of the dossier references the bot puts in its subjects: [EPAY-2026-0042].
     reference_prefix: str = "EPAY"
+    # The clock of the process (an IANA name): the day a mail came, when a deadline passes,
+    # when the jobs run, the times shown to staff. The business-day calendars stay Belgian.
     timezone: str = "Europe/Brussels"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a time zone name such as \"Europe/Brussels\"") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
 
 class Schedule(_Strict):
-    """When the sweeps and digests run: on business days of `calendar`, Brussels time."""
+    """When the sweeps and digests run: on business days of `calendar`, in process.timezone."""
     calendar: str = "public"
     sweep_times: tuple[dt.time, ...] = (dt.time(9, 0), dt.time(11, 0), dt.time(14, 0), dt.time(16, 0))
     digest_time: dt.time = dt.time(8, 30)
@@ -388,7 +404,7 @@ class Retention(_Strict):
     months_after_close: int = Field(default=12, gt=0)  # production access sent, no deadline running
     months_dormant: int = Field(default=18, gt=0)  # any dossier without a mail for this long
     months_outside_dossiers: int = Field(default=6, gt=0)  # mail in no dossier, digests, staff notes
-    time: dt.time = dt.time(2, 30)  # every day, Brussels time
+    time: dt.time = dt.time(2, 30)  # every day, in process.timezone
 
 
 class Files(_Strict):
@@ -400,6 +416,8 @@ class Files(_Strict):
     robot_rules: Path | None = None
     calendars: Path | None = None
     languages: Path | None = None  # words that tell a body's language
+    reasons: Path | None = None  # why a person is needed, in each staff language
+    forward_rules: Path | None = None  # how a client's mail forwarded by staff is read
     templates: Path | None = None  # a folder: a template there replaces the shipped one of its name
 
     @field_validator("*")

@@ -14,6 +14,7 @@ from mailbot.config import Settings
 from mailbot.errors import ConfigError
 from mailbot.forms import FormRules, load_rules
 from mailbot.mail.documents import DocumentRules, load_document_rules
+from mailbot.mail.forwards import ForwardRules, load_forward_rules
 from mailbot.mail.robots import RobotRules, load_robot_rules
 from mailbot.mail.subject import SubjectRules, load_subject_rules
 from mailbot.outbox import Limits
@@ -31,6 +32,7 @@ class Context:
     language_words: LanguageWords
     calendars: dict[str, BusinessCalendar]
     renderer: Renderer
+    forward_rules: ForwardRules
     max_attempts: int = 3
     # Mail that reached the mailboxes before this is history (mailbot/history.py); set by the
     # daemon from its first start. None (replay, the demo): no mail is history.
@@ -55,4 +57,5 @@ class Context:
                                   f"{files.calendars or 'the shipped calendars'}")
         return cls(settings, engine, load_rules(files.form_rules), load_subject_rules(files.subject_rules),
                    load_document_rules(files.document_rules), load_robot_rules(files.robot_rules),
-                   load_language_words(files.languages), calendars, Renderer(files.templates), max_attempts)
+                   load_language_words(files.languages), calendars, Renderer.for_settings(settings),
+                   load_forward_rules(files.forward_rules), max_attempts)

@@ -17,13 +17,13 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
+from mailbot.answers.drafts import local_time
 from mailbot.config import Settings
 from mailbot.context import Context
 from mailbot.history import cutoff, first_start
@@ -40,7 +40,6 @@ from mailbot.transport.oauth import TokenSources
 from mailbot.transport.sent import Filing, NullSentFolder, SentFolder
 from mailbot.transport.smtp import OutboxSender
 
-BRUSSELS = ZoneInfo("Europe/Brussels")
 log = logging.getLogger("mailbot.daemon")
 Clock = Callable[[], dt.datetime]
 
@@ -148,25 +147,26 @@ class Daemon:
     async def job(self, name: str) -> None:
         now = self.clock()
         calendar = self.ctx.calendars[self.settings.schedule.calendar]
-        if not calendar.is_business_day(now.astimezone(BRUSSELS).date()):
+        if not calendar.is_business_day(now.astimezone(self.settings.process.zone).date()):
             return  # no weekend or holiday mail
         await self.run_db({"sweep": run_sweep, "digest": run_digest}[name], self.ctx, now)
         self.sender.wake.set()
 
     def scheduler(self) -> AsyncIOScheduler:
-        scheduler = AsyncIOScheduler(timezone=BRUSSELS)
+        zone = self.settings.process.zone
+        scheduler = AsyncIOScheduler(timezone=zone)
         schedule = self.settings.schedule
         for i, at in enumerate(schedule.sweep_times):
             scheduler.add_job(self.job, CronTrigger(day_of_week="mon-fri", hour=at.hour, minute=at.minute,
-                                                    timezone=BRUSSELS),
+                                                    timezone=zone),
                               args=["sweep"], id=f"sweep-{i}", replace_existing=True, misfire_grace_time=3600,
                               coalesce=True)
         at = schedule.digest_time
         scheduler.add_job(self.job,
-                          CronTrigger(day_of_week="mon-fri", hour=at.hour, minute=at.minute, timezone=BRUSSELS),
+                          CronTrigger(day_of_week="mon-fri", hour=at.hour, minute=at.minute, timezone=zone),
                           args=["digest"], id="digest", replace_existing=True, misfire_grace_time=3600, coalesce=True)
         at = self.settings.retention.time
-        scheduler.add_job(self.retention, CronTrigger(hour=at.hour, minute=at.minute, timezone=BRUSSELS),
+        scheduler.add_job(self.retention, CronTrigger(hour=at.hour, minute=at.minute, timezone=zone),
                           id="retention", replace_existing=True, misfire_grace_time=12 * 3600, coalesce=True)
         return scheduler
 
@@ -177,7 +177,7 @@ class Daemon:
     async def catch_up(self) -> None:
         """After downtime: what is due comes from the database, so one sweep makes up for every
         missed one; today's digest is sent if its time passed while the bot was down."""
-        now = self.clock().astimezone(BRUSSELS)
+        now = self.clock().astimezone(self.settings.process.zone)
         schedule = self.settings.schedule
         if schedule.sweep_times and schedule.sweep_times[0] <= now.time() <= schedule.sweep_times[-1]:
             await self.job("sweep")
@@ -185,7 +185,7 @@ class Daemon:
             await self.job("digest")
 
     def _digest_sent_today(self, now: dt.datetime) -> bool:
-        start = dt.datetime.combine(now.date(), dt.time(0), BRUSSELS)
+        start = dt.datetime.combine(now.date(), dt.time(0), self.settings.process.zone)
         with Session(self.engine) as session:
             return written_since(session, "digest", start)
 
@@ -225,10 +225,11 @@ class Daemon:
                 row.reported_down = down
                 session.add(row)
                 box = self.settings.mailboxes[row.mailbox]
-                context = {"dossier": None, "now": now.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M"), "down": down,
+                zone = self.settings.process.zone
+                context = {"dossier": None, "now": local_time(now, zone), "down": down,
                            "mailbox": row.mailbox, "folder": row.folder, "error": row.last_error, "refused": refused,
-                           "since": last.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M")}
-                rendered = self.ctx.renderer.render("watchdog", "en", context)
+                           "since": local_time(last, zone)}
+                rendered = self.ctx.renderer.render("watchdog", box.language, context)
                 to = tuple(dict.fromkeys((box.address,
                                           self.settings.mailboxes[self.settings.answers.from_mailbox].address)))
                 enqueue(session, Draft("watchdog", self.settings.mailboxes[self.settings.answers.from_mailbox].address,

@@ -30,8 +30,6 @@ from mailbot.store.models import Message, Sighting
 from mailbot.transport.local import sandbox_for, sandbox_settings
 from mailbot.transport.sandbox import imap_append
 
-BRUSSELS = ZoneInfo("Europe/Brussels")
-
 
 @dataclass
 class SimClock:
@@ -41,8 +39,8 @@ class SimClock:
         return self.now
 
 
-def _when(at: dt.datetime) -> str:
-    return at.astimezone(BRUSSELS).strftime("%a %d %b %H:%M")
+def _when(at: dt.datetime, zone: ZoneInfo) -> str:
+    return at.astimezone(zone).strftime("%a %d %b %H:%M")
 
 
 class Demo:
@@ -77,7 +75,7 @@ class Demo:
         for mail in mails:
             self._jobs_until(mail.at)
             self.clock.now = mail.at
-            self.out(f"{_when(mail.at)}  {mail.note}")
+            self.out(f"{_when(mail.at, self.settings.process.zone)}  {mail.note}")
             self._settle(mail, self._deliver(mail))
         self._jobs_until(mails[-1].at + dt.timedelta(days=self.until_days // 2))
 
@@ -154,7 +152,7 @@ class Demo:
             cc = f" cc {', '.join(json.loads(row.cc))}" if json.loads(row.cc) else ""
             # Scheduled mail comes with no mail of the season's before it: it names its dossier.
             about = f" for {detail['dossier']}" if quiet_digests and detail.get("dossier") else ""
-            when = f"{_when(row.created_at)}  " if quiet_digests else "      "
+            when = f"{_when(row.created_at, self.settings.process.zone)}  " if quiet_digests else "      "
             self.out(f"{when}bot {row.state}: {row.purpose} [{row.language}] to {', '.join(json.loads(row.recipients))}"
                      f"{cc}{about}{extra}")
 

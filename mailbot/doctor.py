@@ -43,8 +43,7 @@ if TYPE_CHECKING:
 # The texts the bot sends: each needs a .txt and an .html for each of its languages.
 CLIENT_TEMPLATES = ("form_incomplete", "form_complete", "form_missing", "signed_incomplete", "signed_received",
                     "reminder")  # fr and nl
-STAFF_TEMPLATES = ("warning", "escalation", "needs_human", "watchdog")  # en
-# and "digest" in each mailbox's digest language
+STAFF_TEMPLATES = ("warning", "escalation", "needs_human", "watchdog", "digest")  # in each mailbox's language
 
 
 class Status(enum.Enum):
@@ -518,8 +517,10 @@ def check_languages(path) -> Check:
 
 
 def rules_steps(settings: Settings) -> list[Step]:
+    from mailbot.answers.reasons import load_reasons
     from mailbot.forms import load_rules
     from mailbot.mail.documents import load_document_rules
+    from mailbot.mail.forwards import load_forward_rules
     from mailbot.mail.robots import load_robot_rules
     from mailbot.mail.subject import load_subject_rules
 
@@ -531,12 +532,15 @@ def rules_steps(settings: Settings) -> list[Step]:
         Step("robot", lambda: check_rules_file("robot", files.robot_rules, load_robot_rules)),
         Step("calendars", lambda: check_calendars(settings)),
         Step("languages", lambda: check_languages(files.languages)),
+        Step("reasons", lambda: check_rules_file("reasons", files.reasons, load_reasons)),
+        Step("forwards", lambda: check_rules_file("forward", files.forward_rules, load_forward_rules)),
     ]
 
 
 def needed_templates(settings: Settings) -> list[str]:
-    pairs = [(p, lang) for p in CLIENT_TEMPLATES for lang in ("fr", "nl")] + [(p, "en") for p in STAFF_TEMPLATES]
-    pairs += [("digest", lang) for lang in sorted({box.language for box in settings.mailboxes.values()})]
+    staff = sorted({box.language for box in settings.mailboxes.values()})
+    pairs = [(p, lang) for p in CLIENT_TEMPLATES for lang in ("fr", "nl")] + \
+        [(p, lang) for p in STAFF_TEMPLATES for lang in staff]
     return [f"{purpose}.{lang}.{ext}" for purpose, lang in pairs for ext in ("txt", "html")]
 
 
@@ -546,7 +550,7 @@ def check_templates(settings: Settings) -> Check:
 
     from mailbot.answers import render
 
-    env = render.Renderer(settings.files.templates).env
+    env = render.Renderer.for_settings(settings).env
     names = needed_templates(settings)
     problems: list[str] = []
     seen: set[str] = set()

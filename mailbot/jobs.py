@@ -25,7 +25,7 @@ log = logging.getLogger("mailbot.jobs")
 def run_sweep(ctx: Context, now: dt.datetime) -> None:
     """Warnings and escalations for deadlines, in one transaction with their outbox mails."""
     with Session(ctx.engine, expire_on_commit=False) as session:
-        for alert in sweep(session, now, ctx.calendars):
+        for alert in sweep(session, now, ctx.calendars, ctx.settings.process.zone):
             draft = alert_draft(session, alert, now, ctx.settings, ctx.calendars, ctx.renderer)
             enqueue(session, draft, now, ctx.limits, shadow=ctx.settings.answers.shadow)
         session.commit()

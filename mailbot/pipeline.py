@@ -34,12 +34,14 @@ from mailbot.dossiers.process import (
     link_contact,
     new_dossier_limit,
     open_dossier,
+    record_forward,
     record_unlinked,
 )
 from mailbot.dossiers.state import document_step
 from mailbot.history import file_as_history, is_historical
 from mailbot.mail.authn import SenderAuth
 from mailbot.mail.documents import Looked, Reading, announces_form, read_documents
+from mailbot.mail.forwards import forwarded_client
 from mailbot.mail.kinds import Kind, classify
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.parse import parse_mail
@@ -190,6 +192,15 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
     assert msg.id is not None  # recorded by _record
     settings = ctx.settings
     subject = parse_subject(mail.subject, ctx.subject_rules)
+    # A client's mail forwarded by staff is the client's from here on (its forwarder's mailbox had
+    # it); only an authenticated forward counts: a forged one names no client.
+    forwarded = forwarded_client(mail, subject, settings, ctx.forward_rules) if auth.authenticated else None
+    if forwarded is not None and forwarded.client is not None:
+        mail = forwarded.client_mail(mail)
+        subject = parse_subject(mail.subject, ctx.subject_rules)
+        mailboxes_had = tuple(sorted({*mailboxes, forwarded.by}))
+    else:
+        mailboxes_had = mailboxes
     claimed_party = settings.mailbox_of(mail.sender) if mail.sender else None
     staff_party = claimed_party if auth.authenticated else None  # a forged staff mail is no staff mail
     # The order forms first: their project name and enterprise number help find the dossier.
@@ -218,7 +229,9 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
         if not auth.authenticated:
             unlinked = True
         elif staff_party is None and mail.sender and not is_linked(session, dossier, mail.sender):
-            if is_colleague(session, dossier, mail.sender, ctx.document_rules.is_free_mail):
+            if forwarded is not None and forwarded.client is not None:  # staff named the client, and vouch for it
+                link_contact(session, dossier, mail.sender, "forwarded")
+            elif is_colleague(session, dossier, mail.sender, ctx.document_rules.is_free_mail):
                 link_contact(session, dossier, mail.sender, "colleague")
             else:
                 unlinked = True
@@ -227,8 +240,11 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
         else:
             change = apply_mail(session, dossier, mail=mail, kind=classified.kind, reading=reading, at=at,
                                 settings=settings, calendars=ctx.calendars, message_pk=msg.id,
-                                staff_party=staff_party, inboxes=mailboxes)
+                                staff_party=staff_party, inboxes=mailboxes_had)
+            if forwarded is not None and forwarded.client is not None:
+                record_forward(session, dossier, forwarded, msg.id, at)
     msg.kind, msg.kind_reason = classified.kind.value, classified.reason[:500]
+    msg.kind_code = classified.code.value
     msg.dossier_id = dossier.id if dossier is not None else None
     msg.unlinked_sender = unlinked
     msg.sender_auth, msg.sender_authenticated = auth.status.value, auth.authenticated
@@ -237,7 +253,7 @@ def _understand_and_apply(session: Session, raw: bytes, mail: ParsedMail, looked
     if not again:  # a mail filed again keeps the attachments recorded the first time
         _record_attachments(session, mail, reading, msg.id)
     return Understanding(mail, subject, mailboxes, reading, classified.kind, classified.code, classified.reason,
-                         dossier, match.how, staff_party, unlinked, change, auth)
+                         dossier, match.how, staff_party, unlinked, change, auth, forwarded)
 
 
 def _record_attachments(session: Session, mail: ParsedMail, reading: Reading, msg_pk: int) -> None:

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
@@ -33,7 +32,6 @@ from mailbot.store.models import OutboxMail
 from mailbot.trust import sent_folder
 from mailbot.understanding import Outcome
 
-BRUSSELS = ZoneInfo("Europe/Brussels")
 Emit = Callable[[dict], None]
 
 
@@ -84,15 +82,15 @@ def places(raw: bytes, settings: Settings, path: Path | None = None) -> list[See
 
 
 def job_times(start: dt.datetime, end: dt.datetime, ctx: Context) -> Iterator[tuple[dt.datetime, str]]:
-    """The scheduled jobs in (start, end], on business days at the configured Brussels times."""
-    schedule = ctx.settings.schedule
+    """The scheduled jobs in (start, end], on business days at the configured times of process.timezone."""
+    schedule, zone = ctx.settings.schedule, ctx.settings.process.zone
     calendar = ctx.calendars[schedule.calendar]
-    day = start.astimezone(BRUSSELS).date()
-    while day <= end.astimezone(BRUSSELS).date():
+    day = start.astimezone(zone).date()
+    while day <= end.astimezone(zone).date():
         if calendar.is_business_day(day):
             jobs = [(schedule.digest_time, "digest")] + [(t, "sweep") for t in schedule.sweep_times]
             for at_time, job in sorted(jobs):
-                at = dt.datetime.combine(day, at_time, BRUSSELS).astimezone(dt.timezone.utc)
+                at = dt.datetime.combine(day, at_time, zone).astimezone(dt.timezone.utc)
                 if start < at <= end:
                     yield at, job
         day += dt.timedelta(days=1)
@@ -185,7 +183,7 @@ def dossier_summaries(ctx: Context, now: dt.datetime) -> list[dict]:
     from mailbot.dossiers.state import stage, waiting_for
     from mailbot.store.models import Deadline, Dossier, Message
 
-    today = now.astimezone(BRUSSELS).date()
+    today = now.astimezone(ctx.settings.process.zone).date()
     with Session(ctx.engine) as session:
         out = []
         for d in session.exec(select(Dossier).order_by(Dossier.reference)):

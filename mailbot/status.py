@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -12,12 +11,10 @@ from mailbot.config import Settings
 from mailbot.outbox import copies_owed_count, counts
 from mailbot.store.models import Deadline, Dossier, FolderState, Message
 
-BRUSSELS = ZoneInfo("Europe/Brussels")
-
 
 def status(engine: Engine, settings: Settings, now: dt.datetime | None = None) -> dict:
     now = now or dt.datetime.now(dt.timezone.utc)
-    today = now.astimezone(BRUSSELS).date()
+    today = now.astimezone(settings.process.zone).date()
     with Session(engine) as s:
         folders = [{"mailbox": f.mailbox, "folder": f.folder, "uidvalidity": f.uidvalidity, "last_uid": f.last_uid,
                     "last_contact": f.last_contact.isoformat() if f.last_contact else None,

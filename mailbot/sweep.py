@@ -16,8 +16,6 @@ from mailbot.calendar import BusinessCalendar
 from mailbot.dossiers.deadlines import DueItem, open_deadlines
 from mailbot.store.models import Event
 
-BRUSSELS = ZoneInfo("Europe/Brussels")
-
 
 @dataclass(frozen=True)
 class Alert:
@@ -25,9 +23,10 @@ class Alert:
     item: DueItem
 
 
-def sweep(session: Session, now: dt.datetime, calendars: dict[str, BusinessCalendar]) -> list[Alert]:
-    """Mark and return the warnings and escalations due at `now`; the caller commits."""
-    today = now.astimezone(BRUSSELS).date()
+def sweep(session: Session, now: dt.datetime, calendars: dict[str, BusinessCalendar], zone: ZoneInfo) -> list[Alert]:
+    """Mark and return the warnings and escalations due at `now` (today is the date in `zone`);
+    the caller commits."""
+    today = now.astimezone(zone).date()
     horizon = max(cal.next_business_day(today) for cal in calendars.values())
     alerts: list[Alert] = []
     for item in open_deadlines(session, horizon):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from mailbot.dossiers.process import Change
 from mailbot.mail.authn import SenderAuth
 from mailbot.mail.documents import Reading
+from mailbot.mail.forwards import ForwardedClient
 from mailbot.mail.kinds import Kind, KindCode
 from mailbot.mail.model import ParsedMail
 from mailbot.mail.subject import SubjectInfo
@@ -31,6 +32,8 @@ class Understanding:
     unlinked_sender: bool
     change: Change | None
     sender_auth: SenderAuth  # whether the mail is from its From address, and why (mailbot/trust.py)
+    # A forward from staff: `mail` is then the client's mail it carries (when its client is known)
+    forwarded: ForwardedClient | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import pytest
 from sqlmodel import Session, select
 
 from mailbot.answers.digest import digest_context
+from mailbot.answers.reasons import Reason
 from mailbot.config import load_settings
 from mailbot.context import Context
 from mailbot.forms import load_rules
@@ -100,7 +101,8 @@ def test_out_of_office_without_headers_is_an_auto_reply(ctx, answered, language)
     assert [o.purpose for o in outbox(ctx)] == ["form_missing"]
     with Session(ctx.engine) as s:  # not a client's reply for staff to read
         assert not s.exec(select(Event).where(Event.kind == "reply_received")).all()
-        digest = digest_context(s, "worldline", AT + dt.timedelta(hours=1), ctx.calendars["public"])
+        digest = digest_context(s, "worldline", AT + dt.timedelta(hours=1), ctx.calendars["public"],
+                                ctx.settings.process.zone)
     assert digest["needs_person"] == []
 
 
@@ -166,10 +168,10 @@ def test_a_client_reply_quoting_the_answer_with_a_question_reaches_the_dossier(c
     assert reasons(ctx, "reply1@x.be") == ["a client's question in a dossier: a person answers"]
     with Session(ctx.engine) as s:
         events = s.exec(select(Event.kind).where(Event.message_pk == outcome.message_pk)).all()
-        digest = digest_context(s, "worldline", AT + dt.timedelta(hours=1), ctx.calendars["public"])
+        digest = digest_context(s, "worldline", AT + dt.timedelta(hours=1), ctx.calendars["public"],
+                                ctx.settings.process.zone)
     assert events == ["reply_received"]
-    assert [(m.reason, m.dossier) for m in digest["needs_person"]] == [("a client's question in a dossier",
-                                                                         "EPAY-2027-0001")]
+    assert [(m.reason, m.dossier) for m in digest["needs_person"]] == [(Reason("client_question"), "EPAY-2027-0001")]
 
 
 def test_a_client_question_under_the_process_subject_is_still_answered(ctx, answered):

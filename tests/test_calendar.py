@@ -2,13 +2,13 @@
 
 import datetime as dt
 import tomllib
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from mailbot import calendar as cal
 from mailbot.calendar import (
-    BRUSSELS,
     DEFAULT_CALENDARS,
     BusinessCalendar,
     deadline_end,
@@ -18,6 +18,8 @@ from mailbot.calendar import (
     parse_calendars,
 )
 from mailbot.errors import RulesError
+
+BRUSSELS = ZoneInfo("Europe/Brussels")  # the process's default zone (process.timezone)
 
 D = dt.date
 UTC = dt.timezone.utc
@@ -188,63 +190,63 @@ def test_add_business_days_properties(day, n, calendar):
     assert calendar.business_days_between(end, day) == -n
 
 
-# ---------------------------------------------------------------- deadlines in Brussels time
+# ---------------------------------------------------------------- deadlines in local time (Brussels here)
 
 
 def test_due_date_counts_from_the_brussels_day():
     # Sunday 5 July 2026 23:30 UTC is Monday 6 July 01:30 in Brussels (summer time, UTC+2).
     received = dt.datetime(2026, 7, 5, 23, 30, tzinfo=UTC)
-    assert due_date(received, 1, PUBLIC) == D(2026, 7, 7)
+    assert due_date(received, 1, PUBLIC, BRUSSELS) == D(2026, 7, 7)
     # Same moment in winter (UTC+1): Sunday 23:30 UTC is Monday 00:30.
-    assert due_date(dt.datetime(2026, 1, 11, 23, 30, tzinfo=UTC), 1, PUBLIC) == D(2026, 1, 13)
+    assert due_date(dt.datetime(2026, 1, 11, 23, 30, tzinfo=UTC), 1, PUBLIC, BRUSSELS) == D(2026, 1, 13)
     # 22:30 UTC on a Sunday in winter is still Sunday 23:30 in Brussels.
-    assert due_date(dt.datetime(2026, 1, 11, 22, 30, tzinfo=UTC), 1, PUBLIC) == D(2026, 1, 12)
+    assert due_date(dt.datetime(2026, 1, 11, 22, 30, tzinfo=UTC), 1, PUBLIC, BRUSSELS) == D(2026, 1, 12)
 
 
 def test_due_date_on_dst_change_days():
     # Sunday 29 March 2026: 02:00 becomes 03:00. Sunday 25 October 2026: 03:00 becomes 02:00.
-    assert due_date(dt.datetime(2026, 3, 29, 0, 30, tzinfo=UTC), 1, PUBLIC) == D(2026, 3, 30)
-    assert due_date(dt.datetime(2026, 3, 29, 22, 30, tzinfo=UTC), 1, PUBLIC) == D(2026, 3, 31)  # Mon 00:30
-    assert due_date(dt.datetime(2026, 10, 25, 22, 59, tzinfo=UTC), 1, PUBLIC) == D(2026, 10, 26)  # Sun 23:59
-    assert due_date(dt.datetime(2026, 10, 25, 23, 0, tzinfo=UTC), 1, PUBLIC) == D(2026, 10, 27)  # Mon 00:00
+    assert due_date(dt.datetime(2026, 3, 29, 0, 30, tzinfo=UTC), 1, PUBLIC, BRUSSELS) == D(2026, 3, 30)
+    assert due_date(dt.datetime(2026, 3, 29, 22, 30, tzinfo=UTC), 1, PUBLIC, BRUSSELS) == D(2026, 3, 31)  # Mon 00:30
+    assert due_date(dt.datetime(2026, 10, 25, 22, 59, tzinfo=UTC), 1, PUBLIC, BRUSSELS) == D(2026, 10, 26)  # Sun 23:59
+    assert due_date(dt.datetime(2026, 10, 25, 23, 0, tzinfo=UTC), 1, PUBLIC, BRUSSELS) == D(2026, 10, 27)  # Mon 00:00
 
 
 def test_due_date_examples_from_the_process():
     # Order form on Wednesday 13 May 2026 at 16:00: Worldline's 3 days skip Ascension.
     received = brussels(2026, 5, 13, 16, 0)
-    assert due_date(received, 3, PUBLIC) == D(2026, 5, 19)
-    assert due_date(received, 3, FEDERAL) == D(2026, 5, 20)
+    assert due_date(received, 3, PUBLIC, BRUSSELS) == D(2026, 5, 19)
+    assert due_date(received, 3, FEDERAL, BRUSSELS) == D(2026, 5, 20)
     # Signed form on Friday 24 December 2027 (Christmas is a Saturday): 6 days for the encoding.
-    assert due_date(brussels(2027, 12, 24, 9, 0), 6, PUBLIC) == D(2028, 1, 3)
+    assert due_date(brussels(2027, 12, 24, 9, 0), 6, PUBLIC, BRUSSELS) == D(2028, 1, 3)
 
 
 def test_due_date_needs_an_aware_datetime():
     with pytest.raises(ValueError):
-        due_date(dt.datetime(2026, 3, 4, 10, 0), 3, PUBLIC)
+        due_date(dt.datetime(2026, 3, 4, 10, 0), 3, PUBLIC, BRUSSELS)
     with pytest.raises(ValueError):
-        is_overdue(D(2026, 3, 4), dt.datetime(2026, 3, 5))
+        is_overdue(D(2026, 3, 4), dt.datetime(2026, 3, 5), BRUSSELS)
 
 
 def test_deadline_end_is_brussels_midnight():
-    assert deadline_end(D(2026, 7, 7)) == dt.datetime(2026, 7, 7, 22, 0, tzinfo=UTC)  # summer
-    assert deadline_end(D(2026, 1, 13)) == dt.datetime(2026, 1, 13, 23, 0, tzinfo=UTC)  # winter
+    assert deadline_end(D(2026, 7, 7), BRUSSELS) == dt.datetime(2026, 7, 7, 22, 0, tzinfo=UTC)  # summer
+    assert deadline_end(D(2026, 1, 13), BRUSSELS) == dt.datetime(2026, 1, 13, 23, 0, tzinfo=UTC)  # winter
     # The night summer time starts: 28 March ends at 00:00 on the 29th, still winter time.
-    assert deadline_end(D(2026, 3, 28)) == dt.datetime(2026, 3, 28, 23, 0, tzinfo=UTC)
+    assert deadline_end(D(2026, 3, 28), BRUSSELS) == dt.datetime(2026, 3, 28, 23, 0, tzinfo=UTC)
     # The day summer time starts ends at 00:00 on the 30th, summer time.
-    assert deadline_end(D(2026, 3, 29)) == dt.datetime(2026, 3, 29, 22, 0, tzinfo=UTC)
+    assert deadline_end(D(2026, 3, 29), BRUSSELS) == dt.datetime(2026, 3, 29, 22, 0, tzinfo=UTC)
     # The day winter time comes back ends at 00:00 on 26 October, winter time.
-    assert deadline_end(D(2026, 10, 25)) == dt.datetime(2026, 10, 25, 23, 0, tzinfo=UTC)
-    assert deadline_end(D(2026, 10, 24)) == dt.datetime(2026, 10, 24, 22, 0, tzinfo=UTC)
-    assert deadline_end(D(2026, 7, 7)).utcoffset() == dt.timedelta(0)
+    assert deadline_end(D(2026, 10, 25), BRUSSELS) == dt.datetime(2026, 10, 25, 23, 0, tzinfo=UTC)
+    assert deadline_end(D(2026, 10, 24), BRUSSELS) == dt.datetime(2026, 10, 24, 22, 0, tzinfo=UTC)
+    assert deadline_end(D(2026, 7, 7), BRUSSELS).utcoffset() == dt.timedelta(0)
 
 
 def test_is_overdue_at_brussels_midnight():
     due = D(2026, 7, 7)
-    assert not is_overdue(due, brussels(2026, 7, 7, 23, 59, 59))
-    assert is_overdue(due, brussels(2026, 7, 8, 0, 0))
-    assert not is_overdue(due, dt.datetime(2026, 7, 7, 21, 59, tzinfo=UTC))
-    assert is_overdue(due, dt.datetime(2026, 7, 7, 22, 0, tzinfo=UTC))
-    assert not is_overdue(due, brussels(2026, 7, 1, 12, 0))
+    assert not is_overdue(due, brussels(2026, 7, 7, 23, 59, 59), BRUSSELS)
+    assert is_overdue(due, brussels(2026, 7, 8, 0, 0), BRUSSELS)
+    assert not is_overdue(due, dt.datetime(2026, 7, 7, 21, 59, tzinfo=UTC), BRUSSELS)
+    assert is_overdue(due, dt.datetime(2026, 7, 7, 22, 0, tzinfo=UTC), BRUSSELS)
+    assert not is_overdue(due, brussels(2026, 7, 1, 12, 0), BRUSSELS)
 
 
 # ---------------------------------------------------------------- speed

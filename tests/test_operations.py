@@ -54,7 +54,8 @@ def test_shadow_mode_sends_nothing_to_clients_and_shows_staff(tmp_path):
     with Session(ctx.engine) as s:
         rows = s.exec(select(OutboxMail)).all()
         assert [(r.purpose, r.state) for r in rows] == [("form_incomplete", "shadow")]
-        digest = digest_context(s, "worldline", brussels(2027, 3, 2, 8, 30), ctx.calendars["public"])
+        digest = digest_context(s, "worldline", brussels(2027, 3, 2, 8, 30), ctx.calendars["public"],
+                                ctx.settings.process.zone)
     assert [(x.purpose, x.to) for x in digest["shadow"]] == [("form_incomplete", CLIENT)]
 
 

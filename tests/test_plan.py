@@ -18,6 +18,7 @@ from mailbot.answers.plan import (
     unrelated_mail,
 )
 from mailbot.answers.purposes import Purpose
+from mailbot.answers.reasons import Reason
 from mailbot.answers.render import Renderer
 from mailbot.config import load_settings
 from mailbot.dossiers.process import Change
@@ -88,7 +89,7 @@ def test_staff_mail_is_left_to_staff():
 def test_mail_in_no_dossier_gets_staff_a_note_whatever_its_reason_says():
     # the decision reads the code: rewording the reason for people changes nothing
     got = decide(case(Kind.UNRELATED, KindCode.NO_DOSSIER, "outside every known dossier"))
-    assert got == (Silence("unrelated: in no dossier"), StaffNote("worldline", "a mail outside any dossier"))
+    assert got == (Silence("unrelated: in no dossier"), StaffNote("worldline", Reason("no_dossier")))
 
 
 def test_bulk_mail_gets_no_note_even_if_its_reason_reads_like_no_dossier():
@@ -100,7 +101,7 @@ def test_bulk_mail_gets_no_note_even_if_its_reason_reads_like_no_dossier():
 
 def test_the_note_goes_to_the_team_of_the_mailbox_the_mail_came_into():
     [_, note] = decide(case(Kind.UNRELATED, KindCode.NO_DOSSIER, mailboxes=("bosa", "worldline")))
-    assert note == StaffNote("bosa", "a mail outside any dossier")
+    assert note == StaffNote("bosa", Reason("no_dossier"))
 
 
 def test_policy_comes_before_privacy_and_documents():
@@ -115,7 +116,7 @@ def test_policy_comes_before_privacy_and_documents():
 def test_a_sender_with_no_dossier_is_told_nothing():
     got = decide(case(Kind.SUBMISSION, KindCode.ANNOUNCED_FORM, facts=Facts(False, None)))
     assert got == (Silence("privacy: a sender with no dossier gets no dossier details"),
-                   StaffNote("worldline", "a sender with no dossier wrote; the bot tells strangers nothing"))
+                   StaffNote("worldline", Reason("stranger_no_dossier")))
 
 
 @pytest.mark.parametrize("unlinked, linked", [(True, True), (False, False), (True, False)])
@@ -123,7 +124,7 @@ def test_a_sender_not_linked_before_this_mail_is_told_nothing(unlinked, linked):
     # (True, True): the stranger's own order form named them as a contact while it was applied
     c = case(Kind.SUBMISSION, KindCode.DOCUMENTS, in_dossier=dossier(), unlinked=unlinked, facts=Facts(linked, None))
     assert decide(c) == (Silence("privacy: a sender not linked to the dossier gets no dossier details"),
-                         StaffNote("worldline", "a sender not linked to the dossier wrote; the bot tells strangers nothing"))
+                         StaffNote("worldline", Reason("stranger_in_dossier")))
     assert stranger(case(Kind.SUBMISSION, KindCode.DOCUMENTS, in_dossier=dossier())) is None
 
 
@@ -240,7 +241,7 @@ def test_a_document_that_calls_for_no_answer_is_a_silence():
 
 
 def test_the_chain_is_declared_in_order_and_always_decides():
-    assert [r.__name__ for r in RULES] == ["robot_mail", "forged_staff", "staff_mail", "unrelated_mail",
+    assert [r.__name__ for r in RULES] == ["robot_mail", "unclear_forward", "forged_staff", "staff_mail", "unrelated_mail",
                                           "must_not_answer", "stranger", "client_question", "echo", "documents"]
     c = case(Kind.SUBMISSION, KindCode.DOCUMENTS, in_dossier=dossier(form_status="complete"))
     assert decide(c) == decide(c) == (Silence("nothing to answer: no document"),)
@@ -265,5 +266,5 @@ def test_stored_values_do_not_change():
 
 
 def test_every_purpose_has_its_templates_and_every_template_a_purpose():
-    named = {name.split(".")[0] for name in Renderer(None).env.list_templates(extensions=["txt"])}
+    named = {name.split(".")[0] for name in Renderer(None, "Europe/Brussels").env.list_templates(extensions=["txt"])}
     assert named == {p.value for p in Purpose}

@@ -10,16 +10,19 @@ from pathlib import Path
 from types import SimpleNamespace as NS
 
 import pytest
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment
+
+from mailbot.answers.reasons import Reason
+from mailbot.answers.render import Renderer
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "mailbot" / "templates"
 
 CLIENT = ("form_incomplete", "form_complete", "form_missing", "signed_incomplete", "signed_received", "reminder",
           "change_to_confirm")
-STAFF_EN = ("warning", "escalation", "needs_human", "change_to_confirm")
+STAFF = ("warning", "escalation", "needs_human", "watchdog", "digest")  # in each team's language
 PAIRS = ([(p, lang) for p in CLIENT for lang in ("fr", "nl")]
-         + [(p, "en") for p in STAFF_EN]
-         + [("digest", lang) for lang in ("en", "fr", "nl")])
+         + [(p, lang) for p in STAFF for lang in ("en", "fr", "nl")]
+         + [("change_to_confirm", "en")])  # its staff note (the fr/nl ones are the clients')
 
 SIGNATURE = {"fr": "L'équipe ePayment (message automatique de Worldline pour BOSA)",
              "nl": "Het ePayment-team (automatisch bericht van Worldline voor BOSA)"}
@@ -35,8 +38,7 @@ class Wait:
 
 
 def env() -> Environment:
-    return Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]),
-                       trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined)
+    return Renderer(None, "Europe/Brussels").env
 
 
 def dossier(language: str) -> NS:
@@ -131,9 +133,9 @@ def staff_contexts(purpose: str, language: str) -> list[dict]:
     if purpose == "needs_human":
         mail = NS(subject="Question sur la facturation <urgent>", sender="jean.dupont@exemple.be",
                   mailboxes=["worldline"], kind="unrelated", received="2027-01-12 09:10")
-        return [{"mail": mail, "reason": "a mail outside any dossier", "_dossier": None},
+        return [{"mail": mail, "reason": Reason("no_dossier"), "_dossier": None},
                 {"mail": NS(**{**vars(mail), "mailboxes": ["worldline", "bosa"], "kind": "submission"}),
-                 "reason": "a sender not linked to the dossier wrote; the bot tells strangers nothing", "_dossier": d}]
+                 "reason": Reason("stranger_in_dossier"), "_dossier": d}]
     if purpose == "change_to_confirm":
         iban = NS(field="settlement_iban", label="IBAN du compte de versement", old="BE71 0961 2345 6769",
                   new="BE71 0961 2345 6760")
@@ -142,6 +144,11 @@ def staff_contexts(purpose: str, language: str) -> list[dict]:
                  "notified": ["marie.dubois@exemple.be"]},
                 {"sender": "x@exemple.be", "filename": "bdc.xlsx", "changes": [iban, sign],
                  "problems": ["« Code postal » est vide."], "notified": []}]
+    if purpose == "watchdog":
+        base = {"mailbox": "bosa", "folder": "INBOX", "since": "2027-01-12 08:50", "error": "ConnectionRefusedError",
+                "refused": None, "down": True, "_dossier": None}
+        return [base, base | {"refused": "sign-in refused: AADSTS7000215 Invalid client secret"},
+                base | {"down": False, "error": ""}]
     if purpose == "digest":
         full = {
             "team": "worldline", "date": "2027-01-12",
@@ -166,9 +173,9 @@ def staff_contexts(purpose: str, language: str) -> list[dict]:
                            due="2027-01-11", days_late=1)],
             "missing_bosa_copy": [NS(reference="EPAY-2027-0004", project_name="Gemeente Zaventem")],
             "needs_person": [NS(subject="Vraag over facturatie", sender="an.peeters@zaventem.be",
-                                received="2027-01-11 14:20", reason="a mail outside any dossier", dossier=None),
+                                received="2027-01-11 14:20", reason=Reason("no_dossier"), dossier=None),
                              NS(subject="RE: Bon de commande <Namur>", sender="x@exemple.be",
-                                received="2027-01-11 17:05", reason="a sender not linked to the dossier wrote",
+                                received="2027-01-11 17:05", reason=Reason("set_aside", {"detail": "ValueError: <x>"}),
                                 dossier="EPAY-2027-0001")],
             "shadow": [NS(purpose="form_incomplete", to="marie.dubois@namur.be",
                           subject="RE: [EPAY-2027-0001] BOSA M1036 - Bon de commande – Ville de Namur",
@@ -215,7 +222,7 @@ def render(purpose: str, language: str, ctx: dict) -> tuple[str, str]:
 def test_every_template_file_exists():
     names = {p.name for p in TEMPLATES.iterdir()}
     expected = {f"{p}.{lang}.{ext}" for p, lang in PAIRS for ext in ("txt", "html")}
-    assert len(expected) == 42
+    assert len(expected) == 60
     assert expected <= names, sorted(expected - names)
     assert "_layout.html" in names
 

@@ -10,25 +10,23 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, func, select
 
+from mailbot.answers.drafts import local_time
+from mailbot.answers.reasons import Reason
 from mailbot.answers.render import Renderer
 from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
 from mailbot.dossiers.state import stage, waiting_for
 from mailbot.history import to_review
+from mailbot.mail.kinds import KindCode
 from mailbot.outbox import Draft, shadow_since
 from mailbot.store.models import Deadline, Decision, Dossier, Message, PendingChange, Sighting
 
-BRUSSELS = ZoneInfo("Europe/Brussels")
 
-
-def _day(at: dt.datetime) -> str:
-    return at.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M")
-
-
-def digest_context(session: Session, team: str, now: dt.datetime, calendar: BusinessCalendar) -> dict[str, Any]:
-    """Everything the digest shows, as plain values for the template."""
-    today = now.astimezone(BRUSSELS).date()
-    since = dt.datetime.combine(calendar.previous_business_day(today), now.astimezone(BRUSSELS).timetz())
+def digest_context(session: Session, team: str, now: dt.datetime, calendar: BusinessCalendar,
+                   zone: ZoneInfo) -> dict[str, Any]:
+    """Everything the digest shows, as plain values for the template; days and times in `zone`."""
+    today = now.astimezone(zone).date()
+    since = dt.datetime.combine(calendar.previous_business_day(today), now.astimezone(zone).timetz())
     open_deadlines = session.exec(select(Deadline).where(Deadline.state == "open")).all()
     due_by_dossier: dict[int, Deadline] = {}
     for dl in open_deadlines:
@@ -69,7 +67,7 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
         if reason:
             dossier = by_id.get(m.dossier_id) or (session.get(Dossier, m.dossier_id) if m.dossier_id else None)
             ref = dossier.reference if dossier else None
-            needs_person.append(SimpleNamespace(subject=m.subject, sender=m.sender or "", received=_day(m.received_at),
+            needs_person.append(SimpleNamespace(subject=m.subject, sender=m.sender or "", received=local_time(m.received_at, zone),
                                                 reason=reason, dossier=ref))
     changes_to_confirm = []
     for change in session.exec(select(PendingChange).where(PendingChange.state == "pending")
@@ -79,26 +77,26 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
         cause = session.get(Message, change.message_pk)
         changes_to_confirm.append(SimpleNamespace(
             reference=dossier.reference, project_name=dossier.project_name, fields=change.fields.split(","),
-            sender=(cause.sender if cause is not None else None) or "?", since=_day(change.created_at)))
+            sender=(cause.sender if cause is not None else None) or "?", since=local_time(change.created_at, zone)))
     shadow = [SimpleNamespace(purpose=o.purpose, to=", ".join(json.loads(o.recipients)), subject=o.subject,
                               dossier=json.loads(o.detail).get("dossier"))
               for o in shadow_since(session, since)]
     return {
-        "team": team, "date": today.isoformat(), "now": _day(now), "dossier": None,
+        "team": team, "date": today.isoformat(), "now": local_time(now, zone), "dossier": None,
         "new_dossiers": [SimpleNamespace(reference=d.reference, project_name=d.project_name,
-                                         organisation=d.organisation, opened=_day(d.opened_at))
+                                         organisation=d.organisation, opened=local_time(d.opened_at, zone))
                          for d in dossiers if d.opened_at >= since],
         "dossiers": rows, "due_today": due_today, "overdue": overdue,
         "missing_bosa_copy": [SimpleNamespace(reference=d.reference, project_name=d.project_name)
                               for d in dossiers if d.bosa_copy_missing],
         "needs_person": needs_person, "shadow": shadow, "changes_to_confirm": changes_to_confirm,
         "claimed_twice": claimed_twice(session),
-        "dormant": [SimpleNamespace(reference=d.reference, project_name=d.project_name, since=_day(d.dormant_since),
+        "dormant": [SimpleNamespace(reference=d.reference, project_name=d.project_name, since=local_time(d.dormant_since, zone),
                                     waiting=[(w.party, w.what) for w in waiting_for(d)])
                     for d in dossiers if d.dormant_since is not None],
         # Opened from mail of before the bot's first start and still open: listed once (jobs.run_digest).
         "imported": [SimpleNamespace(reference=d.reference, project_name=d.project_name, stage=stage(d),
-                                     waiting=[(w.party, w.what) for w in waiting_for(d)], opened=_day(d.opened_at))
+                                     waiting=[(w.party, w.what) for w in waiting_for(d)], opened=local_time(d.opened_at, zone))
                      for d in to_review(session, team)],
     }
 
@@ -124,26 +122,31 @@ def claimed_twice(session: Session) -> list[SimpleNamespace]:
     return out
 
 
-def _needs_person_reason(m: Message) -> str | None:
+def _needs_person_reason(m: Message) -> Reason | None:
+    """Why the mail waits for a person, as a code the template renders in the team's language."""
     if m.status == "quarantined":
-        return f"set aside: {m.status_reason}"
+        return Reason("set_aside", {"detail": m.status_reason})
     if m.sender_auth and not m.sender_authenticated and m.kind not in ("bounce", "auto_reply"):
-        return f"sender not authenticated: {m.sender_auth_reason}"
+        return Reason("not_authenticated", {"detail": m.sender_auth_reason})
     if m.unlinked_sender:
-        return "from a sender not linked to the dossier"
+        return Reason("unlinked_sender")
     if m.kind == "unrelated":
-        return f"unrelated: {m.kind_reason}"
+        if m.kind_code == KindCode.NO_DOSSIER:
+            return Reason("no_dossier")
+        if m.kind_code == KindCode.BULK:
+            return Reason("bulk", {"detail": m.kind_reason})
+        return Reason("unrelated", {"detail": m.kind_reason})  # recorded before kind codes were
     if m.kind == "reply":
-        return "a client's question in a dossier"
+        return Reason("client_question")
     if m.defects and m.kind != "submission":
-        return f"a malformed mail: {m.defects[:120]}"
+        return Reason("malformed", {"detail": m.defects[:120]})
     return None
 
 
 def digest_draft(session: Session, team: str, now: dt.datetime, settings: Settings,
                  calendar: BusinessCalendar, renderer: Renderer) -> Draft:
     box = settings.mailboxes[team]
-    context = digest_context(session, team, now, calendar)
+    context = digest_context(session, team, now, calendar, settings.process.zone)
     rendered = renderer.render("digest", box.language, context)
     counts = {k: len(context[k]) for k in ("new_dossiers", "dossiers", "due_today", "overdue", "missing_bosa_copy",
                                            "needs_person", "shadow", "changes_to_confirm", "dormant", "imported",

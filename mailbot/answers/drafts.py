@@ -23,8 +23,6 @@ from mailbot.mail.subject import SubjectInfo
 from mailbot.outbox import Draft
 from mailbot.understanding import Understanding
 
-BRUSSELS = ZoneInfo("Europe/Brussels")
-
 
 def thread_subject(subject: SubjectInfo, reference: str | None, fallback: str) -> str:
     """RE:, the dossier reference, then the thread's subject without its prefixes; one line."""
@@ -57,7 +55,7 @@ def answer_draft(answer: Answer, u: Understanding, msg_pk: int, at: dt.datetime,
     """The answer in the thread of the client's mail, in the client's language."""
     dossier = u.dossier
     assert dossier is not None  # answers go only to a dossier's contacts (plan.py)
-    base: dict[str, Any] = {"dossier": dossier_view(dossier), "now": _now(at)}
+    base: dict[str, Any] = {"dossier": dossier_view(dossier), "now": local_time(at, settings.process.zone)}
     rendered = renderer.render(answer.purpose, client_language(u, words), base | dict(answer.data))
     cc = (settings.mailboxes["bosa"].address,) if answer.cc_bosa else ()
     author = bool(u.mail.sender) and normalise_address(answer.to) == normalise_address(u.mail.sender or "")
@@ -71,22 +69,24 @@ def answer_draft(answer: Answer, u: Understanding, msg_pk: int, at: dt.datetime,
 
 def note_draft(note: StaffNote, u: Understanding, msg_pk: int, at: dt.datetime, settings: Settings,
                renderer: Renderer) -> Draft:
-    """A triage note to the staff of the mailbox the mail came into, or a note of another purpose
-    (a held change) with its own data."""
+    """A triage note to the staff of the mailbox the mail came into, in their language; or a note
+    of another purpose (a held change, in English: its client texts are the FR/NL ones) with its
+    own data."""
     box = settings.mailboxes[note.team]
+    now = local_time(at, settings.process.zone)
     mail = SimpleNamespace(subject=cut(u.mail.subject, 200), sender=u.mail.sender or "(none)", mailboxes=[note.team],
-                           kind=u.kind, received=_now(at))
-    rendered = renderer.render(note.purpose, "en", {"dossier": dossier_view(u.dossier), "now": _now(at),
-                                                    "mail": mail, "reason": note.reason} | dict(note.data))
+                           kind=u.kind, received=now)
+    language = box.language if note.purpose == Purpose.NEEDS_HUMAN else "en"
+    rendered = renderer.render(note.purpose, language, {"dossier": dossier_view(u.dossier), "now": now,
+                                                        "mail": mail, "reason": note.reason} | dict(note.data))
     ref = u.dossier.reference if u.dossier else None
-    quoted = f"“{cut(u.mail.subject, 80)}”" if u.mail.subject.strip() else "(no subject)"
-    if note.purpose != Purpose.NEEDS_HUMAN:
-        subject = f"[{ref}] [mailbot] {rendered.subject}" if ref else f"[mailbot] {rendered.subject}"
-    else:
-        subject = f"[{ref}] [mailbot] needs a person: {quoted}" if ref else f"[mailbot] needs a person: {quoted}"
+    subject = f"[{ref}] [mailbot] {rendered.subject}" if ref else f"[mailbot] {rendered.subject}"
+    reason: dict[str, Any] = {"code": getattr(note.reason, "code", None), "en": renderer.reasons.english(note.reason)}
+    if getattr(note.reason, "params", None):
+        reason["params"] = dict(note.reason.params)  # type: ignore[union-attr]  # a Reason's
     return Draft(note.purpose, _from(settings), (box.address,), (),
-                 rendered, subject, u.dossier.id if u.dossier else None, msg_pk, None, (),
-                 {"dossier": ref, "reason": note.reason}, client_mail=False, about=u.mail.sender)
+                 rendered, cut(subject, 160), u.dossier.id if u.dossier else None, msg_pk, None, (),
+                 {"dossier": ref, "reason": reason}, client_mail=False, about=u.mail.sender)
 
 
 def cut(text: str, length: int) -> str:
@@ -99,5 +99,6 @@ def _from(settings: Settings) -> str:
     return settings.mailboxes[settings.answers.from_mailbox].address
 
 
-def _now(at: dt.datetime) -> str:
-    return at.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M")
+def local_time(at: dt.datetime, zone: ZoneInfo) -> str:
+    """A moment as staff and clients read it: in the process's time zone, to the minute."""
+    return at.astimezone(zone).strftime("%Y-%m-%d %H:%M")

@@ -3,8 +3,12 @@
 An ordered chain of rules, like policy.py's: each looks at the case (the understanding, and the
 facts read from the store before: answers/facts.py) and decides, or leaves it to the next:
 
-    robot mail -> forged staff mail -> staff mail -> unrelated mail -> must not answer (policy.py)
-    -> stranger -> a client's question -> an echo of the bot's own answer -> the documents' answers
+    robot mail -> a forward whose client is unknown -> forged staff mail -> staff mail
+    -> unrelated mail -> must not answer (policy.py) -> stranger -> a client's question -> an echo
+    of the bot's own answer -> the documents' answers
+
+A client's mail that staff forwarded (mail/forwards.py) is decided as the client's own; its
+answers go to the client with BOSA in copy.
 
 Privacy: dossier details go only to addresses linked to the dossier (the original sender, a
 colleague who wrote, an address a person confirmed; not the contacts an order form merely names),
@@ -18,13 +22,14 @@ answers/drafts.py's job; queueing them, the pipeline's.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
 from mailbot.answers.facts import Facts
 from mailbot.answers.policy import echo_reason, no_answer_reason
 from mailbot.answers.purposes import Purpose
+from mailbot.answers.reasons import Reason
 from mailbot.config import Settings
 from mailbot.forms import FormCheck, FormRules
 from mailbot.forms.changes import compare, mask_iban
@@ -53,9 +58,10 @@ class Answer:
 
 @dataclass(frozen=True)
 class StaffNote:
-    """A note to the staff of `team` (the watched mailbox the mail came into, for `needs_human`)."""
+    """A note to the staff of `team` (the watched mailbox the mail came into, for `needs_human`);
+    its reason is rendered in the team's language (answers/reasons.py; a plain text as it is)."""
     team: str
-    reason: str
+    reason: Reason | str
     purpose: Purpose = Purpose.NEEDS_HUMAN
     data: Mapping[str, Any] = field(default_factory=dict)  # what a purpose other than needs_human shows
 
@@ -96,6 +102,15 @@ def forged_staff(c: Case) -> tuple[Intent, ...] | None:
             StaffNote(team_of(c), f"{why}; it changed nothing and got no answer"))
 
 
+def unclear_forward(c: Case) -> tuple[Intent, ...] | None:
+    """Staff forwarded a mail whose client cannot be told: a person answers it."""
+    fwd = c.understanding.forwarded
+    if fwd is None or fwd.client is not None:
+        return None
+    return (Silence(f"a mail forwarded by {fwd.forwarder}: its client cannot be told ({fwd.problem})"),
+            StaffNote(team_of(c), Reason(fwd.problem, {"forwarder": fwd.forwarder, "found": fwd.found})))
+
+
 def staff_mail(c: Case) -> tuple[Intent, ...] | None:
     if c.understanding.kind == Kind.STAFF:
         return (Silence("a staff mail: staff answer clients themselves"),)
@@ -108,7 +123,7 @@ def unrelated_mail(c: Case) -> tuple[Intent, ...] | None:
         return None
     if u.kind_code != KindCode.NO_DOSSIER:  # list or bulk mail: the digest lists it, no note
         return (Silence(f"unrelated: {u.kind_reason}"),)
-    return Silence("unrelated: in no dossier"), StaffNote(team_of(c), "a mail outside any dossier")
+    return Silence("unrelated: in no dossier"), StaffNote(team_of(c), Reason("no_dossier"))
 
 
 def must_not_answer(c: Case) -> tuple[Intent, ...] | None:
@@ -131,7 +146,7 @@ def stranger(c: Case) -> tuple[Intent, ...] | None:
         return None
     who = "a sender not linked to the dossier" if u.dossier is not None else "a sender with no dossier"
     return (Silence(f"privacy: {who} gets no dossier details"),
-            StaffNote(team_of(c), f"{who} wrote; the bot tells strangers nothing"))
+            StaffNote(team_of(c), Reason("stranger_in_dossier" if u.dossier is not None else "stranger_no_dossier")))
 
 
 def client_question(c: Case) -> tuple[Intent, ...] | None:
@@ -153,10 +168,13 @@ def documents(c: Case) -> tuple[Intent, ...]:
     """What the order form and the signed documents of a client's mail call for; always decides."""
     u = c.understanding
     out = [a for a in (form_answer(c), signed_answer(c)) if a is not None]
+    if u.forwarded is not None:  # BOSA forwarded it: BOSA sees what its client is told
+        out = [replace(a, cc_bosa=True) for a in out]
     return tuple(out) or (Silence("nothing to answer: " + (", ".join(u.reading.kinds) or "no document")),)
 
 
-RULES: tuple[Rule, ...] = (robot_mail, forged_staff, staff_mail, unrelated_mail, must_not_answer, stranger,
+RULES: tuple[Rule, ...] = (robot_mail, unclear_forward, forged_staff, staff_mail, unrelated_mail, must_not_answer,
+                           stranger,
                            client_question, echo, documents)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import (
     BaseLoader,
@@ -21,10 +21,16 @@ from jinja2 import (
     PackageLoader,
     StrictUndefined,
     TemplateError,
+    pass_context,
     select_autoescape,
 )
+from jinja2.runtime import Context as TemplateContext
 
+from mailbot.answers.reasons import Reason, ReasonTexts, load_reasons
 from mailbot.errors import MailbotError
+
+if TYPE_CHECKING:
+    from mailbot.config import Settings
 
 
 class TemplateProblem(MailbotError):
@@ -40,13 +46,26 @@ class Rendered:
 
 
 class Renderer:
-    def __init__(self, folder: Path | None) -> None:
+    def __init__(self, folder: Path | None, timezone: str, reasons: ReasonTexts | None = None) -> None:
         """`folder`: staff's templates, each replacing the shipped one of its name; None: the
-        shipped templates only."""
+        shipped templates only. `timezone` (process.timezone): named beside the times staff read.
+        `reasons`: the texts `say(reason)` renders in the template's language (None: shipped)."""
         shipped = PackageLoader("mailbot", "templates")
         loader: BaseLoader = ChoiceLoader([FileSystemLoader(str(folder)), shipped]) if folder is not None else shipped
         self.env = Environment(loader=loader, autoescape=select_autoescape(["html"]),
                                trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined)
+        self.env.globals["timezone"] = timezone
+        self.reasons = reasons or load_reasons()
+
+        @pass_context
+        def say(context: TemplateContext, reason: Reason | str) -> str:
+            return self.reasons.say(reason, context["language"])
+        self.env.globals["say"] = say
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Renderer:
+        """The renderer a configuration names: its templates, time zone and reasons."""
+        return cls(settings.files.templates, settings.process.timezone, load_reasons(settings.files.reasons))
 
     def _one(self, purpose: str, language: str, context: dict[str, Any]) -> Rendered:
         ctx = dict(context, language=language)

@@ -6,11 +6,10 @@ import datetime as dt
 import json
 from collections import Counter
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, func, select
 
-from mailbot.answers.drafts import dossier_view
+from mailbot.answers.drafts import dossier_view, local_time
 from mailbot.answers.render import Renderer
 from mailbot.calendar import BusinessCalendar
 from mailbot.config import Settings
@@ -20,7 +19,6 @@ from mailbot.outbox import Draft
 from mailbot.store.models import Dossier, Event, Message, OutboxMail
 from mailbot.sweep import Alert
 
-BRUSSELS = ZoneInfo("Europe/Brussels")
 CLIENT_DOCUMENTS = ("order_form", "corrected_order_form", "convention", "signed_order_form", "id_copy")
 # Events that show the client moved: the reminder clock counts from the last of them.
 CLIENT_MOVES = ("dossier_opened", "form_incomplete", "form_complete", "form_unusable", "convention_received",
@@ -28,25 +26,22 @@ CLIENT_MOVES = ("dossier_opened", "form_incomplete", "form_complete", "form_unus
 DORMANT, AWAKE = "dossier_dormant", "dossier_awake"  # reminders stopped, and resumed
 
 
-def _now(at: dt.datetime) -> str:
-    return at.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M")
-
-
 def alert_draft(session: Session, alert: Alert, now: dt.datetime, settings: Settings,
                 calendars: dict[str, BusinessCalendar], renderer: Renderer) -> Draft:
     """A warning the day before the due day, or an escalation once it passed, to the party's staff."""
     deadline, dossier = alert.item.deadline, alert.item.dossier
-    calendar = calendars[deadline.calendar]
-    late = max(calendar.business_days_between(deadline.due, now.astimezone(BRUSSELS).date()), 1)
+    calendar, zone = calendars[deadline.calendar], settings.process.zone
+    late = max(calendar.business_days_between(deadline.due, now.astimezone(zone).date()), 1)
     last = session.exec(select(Message.subject).where(Message.dossier_id == dossier.id)
                         .order_by(col(Message.id).desc()).limit(1)).first() or ""
-    context: dict[str, Any] = {"dossier": dossier_view(dossier), "now": _now(now), "deadline": deadline.name,
-               "due": deadline.due.isoformat(), "started": deadline.started_at.astimezone(BRUSSELS).date().isoformat(),
-               "waiting": [(w.party, w.what) for w in waiting_for(dossier)], "last_mail": last}
+    context: dict[str, Any] = {
+        "dossier": dossier_view(dossier), "now": local_time(now, zone), "deadline": deadline.name,
+        "due": deadline.due.isoformat(), "started": deadline.started_at.astimezone(zone).date().isoformat(),
+        "waiting": [(w.party, w.what) for w in waiting_for(dossier)], "last_mail": last}
     if alert.kind == "escalation":
         context["days_late"] = late
     party = settings.mailboxes[deadline.party]
-    rendered = renderer.render(alert.kind, "en", context)
+    rendered = renderer.render(alert.kind, party.language, context)
     cc = (settings.mailboxes["bosa"].address,) if alert.kind == "escalation" and deadline.party != "bosa" else ()
     subject = f"[{dossier.reference}] {rendered.subject}"
     return Draft(alert.kind, settings.mailboxes[settings.answers.from_mailbox].address, (party.address,), cc,
@@ -64,8 +59,8 @@ def reminder_drafts(session: Session, now: dt.datetime, settings: Settings, cale
     and an event, in the caller's session; the digest lists it) until the client moves again.
     The days count from `history_before` at the earliest: no reminder is owed for a wait that
     began before the bot's first start (mailbot/history.py)."""
-    days, cap = settings.answers.reminder_days, settings.answers.max_reminders
-    today = now.astimezone(BRUSSELS).date()
+    days, cap, zone = settings.answers.reminder_days, settings.answers.max_reminders, settings.process.zone
+    today = now.astimezone(zone).date()
     drafts = []
     open_ids = select(Dossier.id).where(Dossier.access_sent == False)  # noqa: E712
     # Grouped queries for all open dossiers, not queries per dossier: at 10,000 dossiers
@@ -93,7 +88,7 @@ def reminder_drafts(session: Session, now: dt.datetime, settings: Settings, cale
             continue
         assert dossier.id is not None  # read back
         since = max(t for t in (last_move, last_reminder, dossier.opened_at, history_before) if t is not None)
-        idle = calendar.business_days_between(since.astimezone(BRUSSELS).date(), today)
+        idle = calendar.business_days_between(since.astimezone(zone).date(), today)
         if idle < days:
             continue
         left = [w for w in owed if reminded.get(dossier.id, Counter())[w] < cap]
@@ -105,7 +100,8 @@ def reminder_drafts(session: Session, now: dt.datetime, settings: Settings, cale
             continue
         if dossier.dormant_since is not None:
             _wake(session, dossier, now, "a reminder is due again")
-        rendered = renderer.render("reminder", dossier.language, {"dossier": dossier_view(dossier), "now": _now(now),
+        rendered = renderer.render("reminder", dossier.language, {"dossier": dossier_view(dossier),
+                                                                  "now": local_time(now, zone),
                                                                   "waiting": left, "days": idle})
         drafts.append(Draft("reminder", settings.mailboxes[settings.answers.from_mailbox].address, (to[0],), (),
                             rendered, f"[{dossier.reference}] {rendered.subject}", dossier.id, None, None, (),

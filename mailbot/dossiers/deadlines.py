@@ -27,7 +27,7 @@ def start(session: Session, dossier: Dossier, name: str, at: dt.datetime, settin
     if open_deadline(session, dossier, name) is not None:
         return None
     rule = getattr(settings.deadlines, name)
-    due = due_date(at, rule.days, calendars[rule.calendar])
+    due = due_date(at, rule.days, calendars[rule.calendar], settings.process.zone)
     assert dossier.id is not None  # flushed when it was opened
     deadline = Deadline(dossier_id=dossier.id, name=name, party=rule.party, calendar=rule.calendar,
                         started_at=at, due=due)

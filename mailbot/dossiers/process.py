@@ -170,6 +170,15 @@ def record_unlinked(session: Session, dossier: Dossier, reading: Reading, messag
                       detail=f"{who} ({docs}); a person decides"[:1000]))
 
 
+def record_forward(session: Session, dossier: Dossier, forwarded, message_pk: int, at: dt.datetime) -> None:
+    """A client's mail that staff forwarded (mail/forwards.py ForwardedClient): the dossier keeps
+    who forwarded it and how."""
+    assert dossier.id is not None  # read back or flushed
+    session.add(Event(dossier_id=dossier.id, at=at, kind=f"forwarded_by_{forwarded.by}", message_pk=message_pk,
+                      detail=f"the mail of {forwarded.client.email} forwarded by {forwarded.forwarder} "
+                             f"({'as an attached message' if forwarded.how == 'attached' else 'inline'})"))
+
+
 def is_linked(session: Session, dossier: Dossier, email: str | None) -> bool:
     return bool(email) and normalise_address(email or "") in _contacts(session, dossier)
 

@@ -32,6 +32,15 @@ class Attachment:
     embedded: bool = False  # the HTML body shows it (an <img src="cid:..."> naming its Content-ID)
 
 
+@dataclass(frozen=True)
+class AttachedMail:
+    """A mail carried whole inside this one (message/rfc822): a forward "as attachment"."""
+    from_: Address | None
+    subject: str
+    message_id: str | None
+    date: dt.datetime | None
+
+
 EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
@@ -58,6 +67,8 @@ class ParsedMail:
     defects: tuple[str, ...]  # what the parser found wrong, one short phrase each
     content_type: str = "text/plain"  # of the whole message, lower-case
     size: int = 0  # bytes of the raw message
+    attached_mails: tuple[AttachedMail, ...] = ()  # the mails it carries as message/rfc822 parts
+    attached_text: str = ""  # their text (plain, or HTML turned to text), bounded like body_text
 
     @property
     def sender(self) -> str | None:

@@ -46,6 +46,7 @@ import email.parser
 import hashlib
 import re
 import urllib.parse
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from mailbot.mail.charsets import _decode_bytes
@@ -59,7 +60,7 @@ from mailbot.mail.limits import (
     _Defects,
     _safe,
 )
-from mailbot.mail.model import Attachment, ParsedMail
+from mailbot.mail.model import AttachedMail, Attachment, ParsedMail
 from mailbot.mail.payloads import _decode_payload
 from mailbot.mail.prepare import _body_start, _prepare, _Prepared
 from mailbot.mail.tnef import _TNEF_TYPES, _tnef_files
@@ -75,6 +76,15 @@ _REPORT_TYPES = frozenset({
 })
 _HTML_MAX_CHARS = 2_000_000
 _BODY_MAX_BYTES = 2_000_000  # of one text part, decoded before its charset
+_MAX_ATTACHED_MAILS = 10  # whose headers are read; a mail may nest thousands
+
+
+@dataclass
+class _Attached:
+    """What the walk gathers of the mails attached whole (message/rfc822): their headers, text."""
+    mails: list[AttachedMail] = field(default_factory=list)
+    plain: list[str] = field(default_factory=list)
+    htmls: list[str] = field(default_factory=list)
 
 
 def parse_mail(raw: bytes, limits: MailLimits | None = None) -> ParsedMail:
@@ -109,14 +119,17 @@ def _parse(raw: bytes, limits: MailLimits) -> ParsedMail:
     plain: list[str] = []
     htmls: list[str] = []
     attachments: list[Attachment] = []
+    attached = _Attached()
     if prepared.data:
-        _walk(msg, prepared, limits, defects, plain, htmls, attachments)
+        _walk(msg, prepared, limits, defects, plain, htmls, attachments, attached)
         attachments = _mark_embedded(attachments, htmls)
     body = _body_text(plain, htmls, limits, defects)
     return ParsedMail(
         content_hash=content_hash, body_text=body, attachments=tuple(attachments),
         defects=defects.tuple(), content_type=_safe(msg.get_content_type, "text/plain"),
-        size=len(raw), **head,
+        size=len(raw), attached_mails=tuple(attached.mails),
+        attached_text=_body_text(attached.plain, attached.htmls, limits, _Defects(0)) if attached.mails else "",
+        **head,
     )
 
 
@@ -151,7 +164,7 @@ def _headers_only(head: bytes) -> email.message.Message:
 
 def _walk(msg: email.message.Message, prepared: _Prepared, limits: MailLimits,
           defects: _Defects, plain: list[str], htmls: list[str],
-          attachments: list[Attachment]) -> None:
+          attachments: list[Attachment], attached: _Attached) -> None:
     stack: list[tuple[email.message.Message, int, str]] = [(msg, 0, "direct")]
     walked = 0
     while stack:
@@ -164,7 +177,7 @@ def _walk(msg: email.message.Message, prepared: _Prepared, limits: MailLimits,
             defects.add(_defect_phrase(d))
         try:
             _visit(part, depth, origin, stack, prepared, limits, defects, plain, htmls,
-                   attachments)
+                   attachments, attached)
         except RecursionError:
             defects.add("nesting too deep")
         except MemoryError:
@@ -175,7 +188,7 @@ def _walk(msg: email.message.Message, prepared: _Prepared, limits: MailLimits,
 
 def _visit(part: email.message.Message, depth: int, origin: str, stack: list,
            prepared: _Prepared, limits: MailLimits, defects: _Defects, plain: list[str],
-           htmls: list[str], attachments: list[Attachment]) -> None:
+           htmls: list[str], attachments: list[Attachment], attached: _Attached) -> None:
     ctype = part.get_content_type()
     if ctype in _REPORT_TYPES:
         return
@@ -186,6 +199,9 @@ def _visit(part: email.message.Message, depth: int, origin: str, stack: list,
             defects.add("nesting too deep")
             return
         inner = "forwarded" if part.get_content_maintype() == "message" else origin
+        if inner == "forwarded" and origin == "direct" and payload and len(attached.mails) < _MAX_ATTACHED_MAILS \
+                and isinstance(payload[0], email.message.Message):
+            attached.mails.append(_attached_mail(payload[0], limits))
         stack.extend((p, depth + 1, inner) for p in reversed(payload)
                      if isinstance(p, email.message.Message))
         return
@@ -200,6 +216,9 @@ def _visit(part: email.message.Message, depth: int, origin: str, stack: list,
         if origin == "direct":
             text = _part_text(part, prepared, limits, defects)
             (plain if ctype == "text/plain" else htmls).append(text)
+        elif origin == "forwarded":
+            text = _part_text(part, prepared, limits, _Defects(0))
+            (attached.plain if ctype == "text/plain" else attached.htmls).append(text)
         return
     att = _attachment(part, filename, ctype, origin, prepared, limits, defects)
     is_tnef = ctype in _TNEF_TYPES or filename.lower() == "winmail.dat"
@@ -209,6 +228,12 @@ def _visit(part: email.message.Message, depth: int, origin: str, stack: list,
             attachments.extend(inner_files)
             return
     attachments.append(att)
+
+
+def _attached_mail(inner: email.message.Message, limits: MailLimits) -> AttachedMail:
+    """The headers of a mail attached whole; its defects are its own, not this mail's."""
+    head = _read_headers(_fields(inner), limits, _Defects(0))
+    return AttachedMail(head["from_"], head["subject"], head["message_id"], head["date"])
 
 
 def _defect_phrase(defect: object) -> str:

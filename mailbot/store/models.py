@@ -91,6 +91,7 @@ class Message(SQLModel, table=True):
     received_at: dt.datetime = Field(sa_column=_utc())  # first seen by the bot
     kind: str | None = None  # bounce | auto_reply | submission | staff | reply | unrelated
     kind_reason: str = ""
+    kind_code: str | None = None  # which test gave the kind (mail/kinds.py KindCode)
     dossier_id: int | None = Field(default=None, foreign_key="dossier.id", index=True)
     unlinked_sender: bool = False  # in a dossier's thread but from an address not linked to it
     # Whether the mail is from its From address (mailbot/trust.py): the SenderAuth's status

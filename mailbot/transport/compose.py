@@ -18,7 +18,10 @@ def compose(mail: OutboxMail) -> EmailMessage:
     cc = json.loads(mail.cc)
     if cc:
         msg["Cc"] = ", ".join(cc)
-    msg["Subject"] = " ".join(mail.subject.split())  # one line, whatever the source said
+    # One line, whatever the source said. A literal "=?" (an encoded word a mail left undecoded,
+    # cut short by a subject's length limit) would be decoded here as RFC 2047 and may not
+    # encode back: it is kept as text.
+    msg["Subject"] = " ".join(mail.subject.split()).replace("=?", "= ?")
     msg["Date"] = email.utils.format_datetime(mail.created_at)
     msg["Message-ID"] = f"<{mail.message_id}>"
     if mail.in_reply_to:

@@ -3,7 +3,7 @@ counted them by LIKE on the JSON recipients, which never matched a non-ASCII add
 stored \\u-escaped), and a dossier's reminders stopped (dormant_since)
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-10 09:00:00.000000
 """
 import json

@@ -5,7 +5,7 @@ its first mail, so that an upgrade does not take the mail that came during the u
 history.
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 Create Date: 2026-12-06 21:00:00.000000
 """
 from alembic import op

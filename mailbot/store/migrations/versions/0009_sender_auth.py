@@ -2,7 +2,7 @@
 was found in) vouches for its From address, and why, so that staff see why a mail changed nothing
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0008
 Create Date: 2027-01-04 09:00:00.000000
 """
 from alembic import op
