@@ -67,8 +67,8 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
         if reason:
             dossier = by_id.get(m.dossier_id) or (session.get(Dossier, m.dossier_id) if m.dossier_id else None)
             ref = dossier.reference if dossier else None
-            needs_person.append(SimpleNamespace(subject=m.subject, sender=m.sender or "", received=local_time(m.received_at, zone),
-                                                reason=reason, dossier=ref))
+            needs_person.append(SimpleNamespace(subject=m.subject, sender=m.sender or "",
+                                                received=local_time(m.received_at, zone), reason=reason, dossier=ref))
     changes_to_confirm = []
     for change in session.exec(select(PendingChange).where(PendingChange.state == "pending")
                                .order_by(col(PendingChange.id))).all():
@@ -91,12 +91,14 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
                               for d in dossiers if d.bosa_copy_missing],
         "needs_person": needs_person, "shadow": shadow, "changes_to_confirm": changes_to_confirm,
         "claimed_twice": claimed_twice(session),
-        "dormant": [SimpleNamespace(reference=d.reference, project_name=d.project_name, since=local_time(d.dormant_since, zone),
+        "dormant": [SimpleNamespace(reference=d.reference, project_name=d.project_name,
+                                    since=local_time(d.dormant_since, zone),
                                     waiting=[(w.party, w.what) for w in waiting_for(d)])
                     for d in dossiers if d.dormant_since is not None],
         # Opened from mail of before the bot's first start and still open: listed once (jobs.run_digest).
         "imported": [SimpleNamespace(reference=d.reference, project_name=d.project_name, stage=stage(d),
-                                     waiting=[(w.party, w.what) for w in waiting_for(d)], opened=local_time(d.opened_at, zone))
+                                     waiting=[(w.party, w.what) for w in waiting_for(d)],
+                                     opened=local_time(d.opened_at, zone))
                      for d in to_review(session, team)],
     }
 
