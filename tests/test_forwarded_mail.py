@@ -21,6 +21,7 @@ from mailbot.season import XLSX, brussels
 from mailbot.seen import Seen
 from mailbot.store.db import open_database
 from mailbot.store.models import Contact, Decision, Event, OutboxMail
+from mailbot.transport.stamp import stamp
 
 SETTINGS = load_settings(SANDBOX_CONFIG)
 WL = SETTINGS.mailboxes["worldline"].address
@@ -64,7 +65,8 @@ def forward(body: str, *, sender: str = f"Service manager ePayment <{BOSA_STAFF}
         msg.add_attachment(client_mail())  # message/rfc822
     elif attach_form:
         msg.add_attachment(FORM, maintype="application", subtype=XLSX.split("/")[1], filename="Bon de commande.xlsx")
-    return msg.as_bytes()
+    # as the sandbox's SMTP server delivers it: stamped, the forwarder's own envelope (authenticated)
+    return stamp(msg.as_bytes(), email.utils.parseaddr(sender)[1])
 
 
 GMAIL = ("Pour suite utile.\n\n---------- Forwarded message ---------\nFrom: Marie Dubois <marie.dubois@sambreville.be>\n"
@@ -167,7 +169,7 @@ def test_answers_that_do_not_copy_bosa_do_when_bosa_forwarded_the_mail(ctx):
 
     direct = Mail(AT, CLIENT, [WL], SUBJECT, "Bonjour, ci-joint.", cc=[BOSA], message_id="<d1@sambreville.be>",
                   attachments=[("Bon de commande.xlsx", FORM, XLSX)])
-    handle(direct.to_bytes(), Seen("worldline"), AT, ctx)
+    handle(direct.delivered(), Seen("worldline"), AT, ctx)
     signed = GMAIL.replace(f"Subject: {SUBJECT}", "Subject: RE: [EPAY-2027-0001] documents signés")
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = BOSA_STAFF, WL, "TR: RE: [EPAY-2027-0001] documents signés"
@@ -175,12 +177,12 @@ def test_answers_that_do_not_copy_bosa_do_when_bosa_forwarded_the_mail(ctx):
     msg.set_content(signed)
     msg.add_attachment(scan_pdf(), maintype="application", subtype="pdf", filename="bon de commande signé.pdf")
     later = AT + dt.timedelta(days=1)
-    handle(msg.as_bytes(), Seen("worldline"), later, ctx)
+    handle(stamp(msg.as_bytes(), BOSA_STAFF), Seen("worldline"), later, ctx)
     answers = outbox(ctx)
     assert [(a.purpose, json.loads(a.recipients), json.loads(a.cc)) for a in answers] == [
         ("form_complete", [CLIENT], [BOSA]), ("signed_incomplete", [CLIENT], [BOSA])]
     # the same documents straight from the client: no copy to BOSA, as before
     again = Mail(later, CLIENT, [WL], "RE: [EPAY-2027-0001] documents signés", "voici", message_id="<d2@sambreville.be>",
                  attachments=[("bon de commande signé.pdf", scan_pdf(), "application/pdf")])
-    handle(again.to_bytes(), Seen("worldline"), later + dt.timedelta(days=1), ctx)
+    handle(again.delivered(), Seen("worldline"), later + dt.timedelta(days=1), ctx)
     assert json.loads(outbox(ctx)[-1].cc) == []

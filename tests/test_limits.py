@@ -145,7 +145,7 @@ def test_reminders_stop_at_the_cap_and_the_dossier_shows_as_dormant(ctx):
     for morning in business_mornings(ctx, dt.date(2027, 3, 2), weeks=12):
         run_digest(ctx, morning)
         with Session(ctx.engine) as s:
-            digest = digest_context(s, "worldline", morning, ctx.calendars["public"])
+            digest = digest_context(s, "worldline", morning, ctx.calendars["public"], ctx.settings.process.zone)
         if digest["dormant"] and dormant_seen is None:
             dormant_seen = (morning, digest["dormant"])
     reminders = outbox(ctx, "reminder")
@@ -169,7 +169,7 @@ def test_reminders_stop_at_the_cap_and_the_dossier_shows_as_dormant(ctx):
     morning = brussels(2027, 6, 2, 8, 30)
     run_digest(ctx, morning)
     with Session(ctx.engine) as s:
-        assert digest_context(s, "worldline", morning, ctx.calendars["public"])["dormant"] == []
+        assert digest_context(s, "worldline", morning, ctx.calendars["public"], ctx.settings.process.zone)["dormant"] == []
         assert s.exec(select(Dossier)).one().dormant_since is None
     later = list(business_mornings(ctx, dt.date(2027, 6, 3), weeks=2))
     for morning in later:
@@ -191,7 +191,7 @@ def test_an_address_named_in_a_form_that_never_wrote_gets_no_reminder(ctx):
     assert outbox(ctx, "reminder") == []
     assert all(named not in o.recipients for o in outbox(ctx))
     with Session(ctx.engine) as s:  # staff see it in the digest, with why
-        listed = digest_context(s, "worldline", brussels(2027, 3, 2, 8), ctx.calendars["public"])["needs_person"]
+        listed = digest_context(s, "worldline", brussels(2027, 3, 2, 8), ctx.calendars["public"], ctx.settings.process.zone)["needs_person"]
     assert len(listed) == 1, listed
 
 
@@ -219,7 +219,7 @@ def test_the_fourth_dossier_from_one_sender_in_a_day_is_not_opened(ctx):
         assert len(s.exec(select(Dossier)).all()) == cap
         kept = s.exec(select(Message).where(col(Message.dossier_id).is_(None))).all()
         assert [m.message_id for m in kept] == ["a3@example.be", "a4@example.be"]
-        digest = digest_context(s, "worldline", AT + dt.timedelta(hours=23), ctx.calendars["public"])
+        digest = digest_context(s, "worldline", AT + dt.timedelta(hours=23), ctx.calendars["public"], ctx.settings.process.zone)
     expected = f"limit: 3 dossiers opened for {ZOE_FORMS[3].lower()} in the last 24 hours; filed in no dossier"
     assert expected in refused(ctx)
     listed = [(m.dossier, m.reason) for m in digest["needs_person"]]
@@ -249,7 +249,7 @@ def test_five_mails_from_a_stranger_into_one_dossier_give_one_note_that_day(ctx)
     assert len(notes) == 1 and json.loads(notes[0].recipients) == [WL]
     assert sum(r.startswith("limit: a note to staff on this dossier already went") for r in refused(ctx)) == 4
     with Session(ctx.engine) as s:
-        digest = digest_context(s, "worldline", AT + dt.timedelta(hours=20), ctx.calendars["public"])
+        digest = digest_context(s, "worldline", AT + dt.timedelta(hours=20), ctx.calendars["public"], ctx.settings.process.zone)
     strangers = [m for m in digest["needs_person"] if m.sender == "curieux@gmail.com"]
     assert len(strangers) == 5  # the other four reach staff through the digest
     next_day = AT + dt.timedelta(days=1, hours=2)
@@ -287,7 +287,7 @@ def test_the_subject_is_echoed_only_to_its_author_and_cut_for_staff(ctx):
                          outcome.message_pk, AT, SETTINGS, ctx.renderer, ctx.language_words)
     assert "PILLS" not in other.subject and other.subject.startswith(f"RE: [{u.dossier.reference}] ")
     note = note_draft(StaffNote("worldline", "test"), u, outcome.message_pk, AT, SETTINGS, ctx.renderer)
-    assert len(note.subject) < 140 and note.subject.endswith("…”") and "\n" not in note.subject
+    assert len(note.subject) < 140 and note.subject.endswith("…") and "\n" not in note.subject
     assert "&lt;b&gt;PILLS&lt;/b&gt;" in note.rendered.html and "<b>PILLS" not in note.rendered.html
     assert note.about == CLIENT
 

@@ -71,7 +71,7 @@ def stray_mail(at=AT):
 @pytest.mark.parametrize("language", ["en", "fr", "nl"])
 def test_a_note_asking_for_a_person_is_in_the_teams_language(world, language):
     ctx = world(language)
-    handle(stray_mail().to_bytes(), Seen("worldline"), AT, ctx)
+    handle(stray_mail().delivered(), Seen("worldline"), AT, ctx)
     [note] = outbox(ctx, "needs_human")
     assert json.loads(note.recipients) == [WL] and note.language == language
     assert NEEDS_A_PERSON[language] in note.subject and "Question sur vos services" in note.subject
@@ -85,9 +85,9 @@ def test_a_note_asking_for_a_person_is_in_the_teams_language(world, language):
 def test_each_team_gets_its_own_language(world):
     ctx = world("nl", "fr")
     at = AT
-    handle(stray_mail().to_bytes(), Seen("worldline"), at, ctx)
+    handle(stray_mail().delivered(), Seen("worldline"), at, ctx)
     bosa_stray = Mail(at, "paul.inconnu@gmail.com", [BOSA], "Une autre question", "Bonjour.", message_id="<s2@gmail.com>")
-    handle(bosa_stray.to_bytes(), Seen("bosa"), at, ctx)
+    handle(bosa_stray.delivered(), Seen("bosa"), at, ctx)
     notes = {json.loads(n.recipients)[0]: n for n in outbox(ctx, "needs_human")}
     assert (notes[WL].language, notes[BOSA].language) == ("nl", "fr")
     assert NO_DOSSIER["nl"] in notes[WL].body_text and NO_DOSSIER["fr"] in notes[BOSA].body_text
@@ -105,7 +105,7 @@ def form_mail():
 ])
 def test_deadline_warnings_and_escalations_are_in_the_teams_language(world, language, warning, escalation):
     ctx = world(language)
-    handle(form_mail().to_bytes(), Seen("worldline"), AT, ctx)  # prevalidation due Thursday 4 March
+    handle(form_mail().delivered(), Seen("worldline"), AT, ctx)  # prevalidation due Thursday 4 March
     run_sweep(ctx, brussels(2027, 3, 3, 9))
     run_sweep(ctx, brussels(2027, 3, 5, 9))
     [warn] = outbox(ctx, "warning")
@@ -124,11 +124,11 @@ def test_deadline_warnings_and_escalations_are_in_the_teams_language(world, lang
 ])
 def test_the_digest_gives_its_reasons_in_the_teams_language(world, language, said):
     ctx = world(language)
-    handle(form_mail().to_bytes(), Seen("worldline"), AT, ctx)
+    handle(form_mail().delivered(), Seen("worldline"), AT, ctx)
     question = Mail(AT + dt.timedelta(hours=2), CLIENT, [WL], "RE: [EPAY-2027-0001] question",
                     "Quel onglet faut-il remplir ?", message_id="<q1@sambreville.be>")
-    handle(question.to_bytes(), Seen("worldline"), AT + dt.timedelta(hours=2), ctx)
-    handle(stray_mail(AT + dt.timedelta(hours=3)).to_bytes(), Seen("worldline"), AT + dt.timedelta(hours=3), ctx)
+    handle(question.delivered(), Seen("worldline"), AT + dt.timedelta(hours=2), ctx)
+    handle(stray_mail(AT + dt.timedelta(hours=3)).delivered(), Seen("worldline"), AT + dt.timedelta(hours=3), ctx)
     run_digest(ctx, brussels(2027, 3, 2, 8, 30))
     [digest] = [d for d in outbox(ctx, "digest") if json.loads(d.recipients) == [WL]]
     for words in said:
@@ -203,7 +203,7 @@ def test_a_staff_reasons_file_is_checked_when_loaded(tmp_path):
     assert load_reasons(mine).say(Reason("no_dossier"), "fr") == "un mail égaré"
     settings = settings_with("fr", reasons=str(mine))
     ctx = Context.load(settings, open_database(f"sqlite:///{tmp_path}/r.sqlite"), max_attempts=1)
-    handle(stray_mail().to_bytes(), Seen("worldline"), AT, ctx)
+    handle(stray_mail().delivered(), Seen("worldline"), AT, ctx)
     [note] = outbox(ctx, "needs_human")
     assert "un mail égaré" in note.body_text
     ctx.engine.dispose()

@@ -95,7 +95,7 @@ def form_mail(at: dt.datetime) -> Mail:
 def test_a_deadline_started_by_a_mail_counts_from_the_zones_day(ctx, zone):
     # Sunday 7 March 2027, 23:30 UTC: Monday in Paris, Sunday in New York
     at = dt.datetime(2027, 3, 7, 23, 30, tzinfo=UTC)
-    handle(form_mail(at).to_bytes(), Seen("worldline"), at, ctx)
+    handle(form_mail(at).delivered(), Seen("worldline"), at, ctx)
     with Session(ctx.engine) as s:
         [deadline] = s.exec(select(Deadline)).all()
     assert deadline.due == {"Europe/Paris": dt.date(2027, 3, 11), "America/New_York": dt.date(2027, 3, 10)}[zone]
@@ -103,7 +103,7 @@ def test_a_deadline_started_by_a_mail_counts_from_the_zones_day(ctx, zone):
 
 def test_sweeps_digests_and_status_take_today_in_the_zone(ctx, zone):
     at = dt.datetime(2027, 3, 8, 12, 0, tzinfo=UTC)  # Monday in both zones: due Thursday 11 March
-    handle(form_mail(at).to_bytes(), Seen("worldline"), at, ctx)
+    handle(form_mail(at).delivered(), Seen("worldline"), at, ctx)
     # Thursday 11 March, 02:00 UTC: the due day in Paris (warned the day before, nothing now),
     # Wednesday evening in New York (the day before the due day: a warning)
     night = dt.datetime(2027, 3, 11, 2, 0, tzinfo=UTC)
@@ -128,7 +128,7 @@ def test_sweeps_digests_and_status_take_today_in_the_zone(ctx, zone):
 def test_staff_notes_show_times_in_the_zone(ctx, zone):
     at = dt.datetime(2027, 3, 8, 14, 0, tzinfo=UTC)
     handle(Mail(at, "jean.inconnu@gmail.com", ["ecom-belgium@worldline.localhost"], "Une question",
-                "Bonjour, une question.", message_id="<q1@gmail.com>").to_bytes(), Seen("worldline"), at, ctx)
+                "Bonjour, une question.", message_id="<q1@gmail.com>").delivered(), Seen("worldline"), at, ctx)
     with Session(ctx.engine) as s:
         [note] = s.exec(select(OutboxMail).where(OutboxMail.purpose == "needs_human")).all()
     local = at.astimezone(ZoneInfo(zone))

@@ -22,6 +22,7 @@ from mailworld import World, bot_log, local_smtp, wait_for  # noqa: F401 - fixtu
 from sqlmodel import Session, select
 
 from mailbot.answers.digest import digest_context
+from mailbot.answers.reasons import Reason
 from mailbot.cli import main
 from mailbot.config import load_settings
 from mailbot.context import Context
@@ -84,7 +85,9 @@ def outbox(ctx, cause=None):
         query = select(OutboxMail).order_by(OutboxMail.id)
         if cause is not None:
             query = query.where(OutboxMail.cause_pk == cause)
-        return [(o.purpose, json.loads(o.recipients), o.body_text) for o in s.exec(query)]
+        # a note's reason in English (its detail: the note itself is in the team's language)
+        return [(o.purpose, json.loads(o.recipients), o.body_text + " " + str(json.loads(o.detail).get("reason", "")))
+                for o in s.exec(query)]
 
 
 def dossier(ctx, reference="EPAY-2027-0001"):
@@ -163,9 +166,9 @@ def test_a_forged_client_from_is_applied_nowhere_and_learns_nothing(ctx, how, en
     assert all(ATTACKER not in to for _, to, _ in outbox(ctx))
     # Staff see the forged mail and why in the digest.
     with Session(ctx.engine) as s:
-        listed = digest_context(s, "worldline", later(24), ctx.calendars["public"])["needs_person"]
+        listed = digest_context(s, "worldline", later(24), ctx.calendars["public"], ctx.settings.process.zone)["needs_person"]
     assert [(m.reason, m.dossier) for m in listed if m.subject == forged.subject] == \
-        [(f"sender not authenticated: {reason}", "EPAY-2027-0001")]
+        [(Reason("not_authenticated", {"detail": reason}), "EPAY-2027-0001")]
 
 
 def test_an_unauthenticated_new_client_opens_nothing_until_a_copy_vouches_for_it(ctx):
@@ -277,7 +280,7 @@ def test_squatting_a_project_by_name_gets_the_squatter_nothing_of_the_clients(ct
     assert to_him and all("[EPAY-2027-0001]" in subject for subject in to_him)
     # The digest shows two dossiers claiming one project.
     with Session(ctx.engine) as s:
-        context = digest_context(s, "worldline", later(24), ctx.calendars["public"])
+        context = digest_context(s, "worldline", later(24), ctx.calendars["public"], ctx.settings.process.zone)
     assert [(c.project_name, c.references) for c in context["claimed_twice"]] == \
         [("E-guichet", ["EPAY-2027-0001", "EPAY-2027-0002"])]
     text = ctx.renderer.render("digest", "en", context | {"dossier": None}).text

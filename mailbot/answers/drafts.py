@@ -74,7 +74,7 @@ def note_draft(note: StaffNote, u: Understanding, msg_pk: int, at: dt.datetime, 
     own data."""
     box = settings.mailboxes[note.team]
     now = local_time(at, settings.process.zone)
-    mail = SimpleNamespace(subject=cut(u.mail.subject, 200), sender=u.mail.sender or "(none)", mailboxes=[note.team],
+    mail = SimpleNamespace(subject=cut(u.mail.subject, 80), sender=u.mail.sender or "(none)", mailboxes=[note.team],
                            kind=u.kind, received=now)
     language = box.language if note.purpose == Purpose.NEEDS_HUMAN else "en"
     rendered = renderer.render(note.purpose, language, {"dossier": dossier_view(u.dossier), "now": now,
