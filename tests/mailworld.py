@@ -8,6 +8,7 @@ tests/ on sys.path, there being no tests/__init__.py).
 import asyncio
 import datetime as dt
 import email
+import email.policy
 import email.utils
 import json
 import logging
@@ -104,17 +105,16 @@ class World:
         from mailbot.transport.sandbox import imap_append
 
         if mail_from is not None and folder != "Sent":
-            if mail_from is FROM_HEADER:
-                mail_from = email.utils.parseaddr(email.message_from_bytes(raw).get("From", ""))[1]
-            raw = stamp(raw, mail_from)
+            raw = stamp(raw, _from_address(raw) if mail_from is FROM_HEADER else mail_from)
         return imap_append(self.dovecot.host, self.dovecot.port, *self.users[name], raw, folder, flags)
 
     def append_all(self, name, raws, folder="INBOX"):
-        """Many mails over one connection, in order (a login for each costs more than the mail)."""
+        """Many mails over one connection, in order (a login for each costs more than the mail),
+        stamped as `append` stamps them (the sender's own server sent each)."""
         with IMAPClient(self.dovecot.host, port=self.dovecot.port, ssl=False, timeout=10) as client:
             client.login(*self.users[name])
             for raw in raws:
-                client.append(folder, raw)
+                client.append(folder, raw if folder == "Sent" else stamp(raw, _from_address(raw)))
 
     def send(self, raw, mail_from=None, to=None):
         """Send a mail through the LocalSmtp, which stamps it and delivers it into the world's
@@ -244,3 +244,8 @@ def world(dovecot, make_imap_user, local_smtp, tmp_path, monkeypatch, migrated_d
     copy_migrated_database(migrated_database, w.settings.database.url)
     yield w
     w.stop()
+
+
+def _from_address(raw: bytes) -> str:
+    """The From address of a raw mail (a UTF-8 one too, RFC 6532)."""
+    return email.utils.parseaddr(str(email.message_from_bytes(raw, policy=email.policy.default).get("From", "")))[1]

@@ -68,12 +68,13 @@ def history(days_ago_first=200):
 
 
 def append_dated(world, box, mails, folder="INBOX"):
-    """APPEND each mail with its own INTERNALDATE, on one connection."""
+    """APPEND each mail with its own INTERNALDATE, on one connection; delivered (stamped) into
+    any folder but Sent, which holds what staff wrote."""
     imap = IMAPClient(world.dovecot.host, port=world.dovecot.port, ssl=False, timeout=30)
     imap.login(*world.users[box])
     try:
         for mail, when in mails:
-            imap.append(folder, mail.to_bytes(), (), msg_time=when)
+            imap.append(folder, mail.to_bytes() if folder == "Sent" else mail.delivered(), (), msg_time=when)
     finally:
         imap.logout()
 
@@ -198,7 +199,8 @@ def test_imported_deadlines_are_met_by_later_history_and_reminders_count_from_th
 
     def feed(mail, arrived, folder="INBOX"):
         mail.at = arrived
-        return handle(mail.to_bytes(), Seen("worldline", folder, 1, next(uid), arrived), cut + dt.timedelta(hours=1), ctx)
+        raw = mail.to_bytes() if folder == "Sent" else mail.delivered()  # delivered: stamped
+        return handle(raw, Seen("worldline", folder, 1, next(uid), arrived), cut + dt.timedelta(hours=1), ctx)
 
     first = form_mail(1, project="Confirmé", sender=client(1))
     feed(first, brussels(2027, 3, 1, 9))
@@ -242,12 +244,15 @@ def test_an_installation_upgraded_keeps_its_first_start(tmp_path):
     from mailbot.store.db import alembic_config, open_database
 
     url = f"sqlite:///{tmp_path}/u.sqlite"
-    command.upgrade(alembic_config(url), "0005")
+    command.upgrade(alembic_config(url), "0007")  # the schema before the installation's table
     first = dt.datetime(2027, 2, 1, 8, 0, 5, 123456, tzinfo=dt.timezone.utc)
     engine = sa.create_engine(url)
-    with Session(engine) as s:
-        s.add(Message(key="mid:a@b", content_hash="h", received_at=first + dt.timedelta(days=3)))
-        s.add(Message(key="mid:c@d", content_hash="i", received_at=first))
+    with Session(engine) as s:  # that schema's columns, not today's model's
+        for key, received in (("mid:a@b", first + dt.timedelta(days=3)), ("mid:c@d", first)):
+            s.exec(sa.text("INSERT INTO message (key, content_hash, subject, received_at, kind_reason, "
+                           "unlinked_sender, documents, defects, status, status_reason, attempts) "
+                           "VALUES (:key, 'h', '', :at, '', 0, '', '', 'processed', '', 0)")
+                   .bindparams(key=key, at=received.strftime("%Y-%m-%d %H:%M:%S.%f")))
         s.exec(sa.text("INSERT INTO folder_state (mailbox, folder, last_uid, last_error, reported_down) "
                        "VALUES ('worldline', 'INBOX', 2, '', 0)"))
         s.commit()

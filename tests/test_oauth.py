@@ -454,7 +454,8 @@ def test_wrong_secret_alerts_staff_and_retries_slowly(oauth_world, provider, mon
     wait_for(lambda: alerts(), timeout=12, what="the watchdog's alert")
     assert time.monotonic() - started < 12, "reported for the refusal, not for the silence"
     subjects = {m["Subject"] for m in alerts()}
-    assert subjects <= {f"[mailbot] Mailbox sign-in refused: worldline ({f})" for f in ("INBOX", "Sent")}
+    # in the team's language (worldline's is French here)
+    assert subjects <= {f"[mailbot] Connexion refusée à la boîte mail : worldline ({f})" for f in ("INBOX", "Sent")}
     body = alerts()[0].get_body(("plain",)).get_content()
     assert "AADSTS7000215: Invalid client secret provided" in body
 
@@ -471,7 +472,7 @@ def test_wrong_secret_alerts_staff_and_retries_slowly(oauth_world, provider, mon
 
     provider.clients[w.wl_app].secret = "expired-secret-value"  # the admin puts the new secret in place
     wait_for(lambda: w.connected(), timeout=40, what="the mailbox read again")
-    wait_for(lambda: any(m["Subject"].startswith("[mailbot] Mailbox answering again") for m in alerts()), timeout=25,
+    wait_for(lambda: any(m["Subject"].startswith("[mailbot] La boîte mail répond à nouveau") for m in alerts()), timeout=25,
              what="staff told it works again")
     assert [r.getMessage() for r in caplog.records if getattr(r, "credentials", None) == "mailboxes.worldline.imap"
             and r.getMessage().startswith("sign-in")] == ["sign-in refused", "sign-in accepted again"]
