@@ -214,6 +214,32 @@ class RssSampler(threading.Thread):
             self.stop.wait(1.0)
 
 
+
+def bare_rates(world: BenchWorld) -> tuple[int, float, float]:
+    """The baseline, printed: bare fetch + parse of the same mails, one by one and 100 a FETCH;
+    the count of mails and both rates (mails/s)."""
+    count, one_s, size = bare(world, batch=1)
+    _, batch_s, _ = bare(world, batch=100)
+    bare_rate, batch_rate = count / one_s, count / batch_s
+    print(f"bare fetch + parse_mail, one by one: {count} mails in {one_s:.2f} s = {bare_rate:7.1f} mails/s "
+          f"({size / one_s / 1e6:.1f} MB/s)", flush=True)
+    print(f"bare fetch + parse_mail, 100 a FETCH: {count} mails in {batch_s:.2f} s = {batch_rate:7.1f} mails/s",
+          flush=True)
+    return count, bare_rate, batch_rate
+
+
+def inbox_last_uid(world: BenchWorld, engine) -> int:
+    """The last UID the bot has done in the Worldline INBOX (0 before its database exists)."""
+    if not world.db_path.exists():
+        return 0
+    try:
+        with Session(engine) as session:
+            row = session.exec(select(FolderState).where(FolderState.mailbox == "worldline",
+                                                         FolderState.folder == "INBOX")).first()
+    except Exception:  # noqa: BLE001 - not created yet
+        return 0
+    return row.last_uid if row else 0
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mails", type=int, default=2000)
@@ -241,26 +267,11 @@ def main() -> int:
         print(f"appended to the Worldline INBOX in {time.perf_counter() - started:.1f} s (last UID {last_uid})")
         del raws
 
-        count, one_s, size = bare(world, batch=1)
-        _, batch_s, _ = bare(world, batch=100)
-        bare_rate, batch_rate = count / one_s, count / batch_s
-        print(f"bare fetch + parse_mail, one by one: {count} mails in {one_s:.2f} s = {bare_rate:7.1f} mails/s "
-              f"({size / one_s / 1e6:.1f} MB/s)", flush=True)
-        print(f"bare fetch + parse_mail, 100 a FETCH: {count} mails in {batch_s:.2f} s = {batch_rate:7.1f} mails/s",
-              flush=True)
-
+        count, bare_rate, batch_rate = bare_rates(world)
         engine = world.engine()
 
         def inbox_uid() -> int:
-            if not world.db_path.exists():
-                return 0
-            try:
-                with Session(engine) as session:
-                    row = session.exec(select(FolderState).where(FolderState.mailbox == "worldline",
-                                                                 FolderState.folder == "INBOX")).first()
-            except Exception:  # noqa: BLE001 - not created yet
-                return 0
-            return row.last_uid if row else 0
+            return inbox_last_uid(world, engine)
 
         dovecot_pid = world.dovecot.pid
         cpu_before = (group_cpu_seconds(dovecot_pid), cpu_seconds())

@@ -38,7 +38,7 @@ from sqlmodel import Session, func, select
 
 from _world import BenchWorld, children, cpu_seconds, dovecot_version, group_cpu_seconds, machine, wait_until
 from mailbot.history import NOT_ANSWERED
-from mailbot.store.models import Deadline, Decision, Dossier, FolderState, Installation, Message, OutboxMail
+from mailbot.store.models import Deadline, Decision, Dossier, Installation, Message, OutboxMail
 
 
 def dated(raws: list[bytes]) -> list[tuple[bytes, dt.datetime]]:
@@ -79,26 +79,11 @@ def main() -> int:
               f"MULTIAPPEND; last UID {last_uid})")
         del items
 
-        count, one_s, size = season.bare(world, batch=1)
-        _, batch_s, _ = season.bare(world, batch=100)
-        bare_rate, batch_rate = count / one_s, count / batch_s
-        print(f"bare fetch + parse_mail, one by one: {count} mails in {one_s:.2f} s = {bare_rate:7.1f} mails/s "
-              f"({size / one_s / 1e6:.1f} MB/s)", flush=True)
-        print(f"bare fetch + parse_mail, 100 a FETCH: {count} mails in {batch_s:.2f} s = {batch_rate:7.1f} mails/s",
-              flush=True)
-
+        count, bare_rate, batch_rate = season.bare_rates(world)
         engine = world.engine()
 
         def inbox_uid() -> int:
-            if not world.db_path.exists():
-                return 0
-            try:
-                with Session(engine) as session:
-                    row = session.exec(select(FolderState).where(FolderState.mailbox == "worldline",
-                                                                 FolderState.folder == "INBOX")).first()
-            except Exception:  # noqa: BLE001 - not created yet
-                return 0
-            return row.last_uid if row else 0
+            return season.inbox_last_uid(world, engine)
 
         dovecot_pid = world.dovecot.pid
         cpu_before = group_cpu_seconds(dovecot_pid)
