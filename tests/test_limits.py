@@ -195,6 +195,25 @@ def test_an_address_named_in_a_form_that_never_wrote_gets_no_reminder(ctx):
     assert len(listed) == 1, listed
 
 
+def test_a_dossier_whose_writer_was_erased_falls_dormant_instead_of_reminding_anyone(ctx):
+    """Nobody left who wrote to the dossier (the client asked to be forgotten): the contacts its
+    form names get no reminder; the dossier is listed as dormant for a person."""
+    from mailbot.erasure import forget
+
+    form = ("Bon de commande.xlsx", form_bytes(postal_code=None, business_contact_email="jean.martin@fleurus.be"), XLSX)
+    assert feed(ctx, raw(announce(1, AT, attachments=[form]), CLIENT), AT).dossier == "EPAY-2027-0001"
+    with Session(ctx.engine) as s:
+        forget(s, CLIENT, AT + dt.timedelta(hours=1))
+        s.commit()
+    for morning in business_mornings(ctx, dt.date(2027, 3, 2), weeks=4):
+        run_digest(ctx, morning)
+    assert outbox(ctx, "reminder") == []
+    assert all("jean.martin@fleurus.be" not in o.recipients for o in outbox(ctx))
+    with Session(ctx.engine) as s:
+        [event] = s.exec(select(Event).where(Event.kind == "dossier_dormant")).all()
+        assert event.detail == "no more reminders: nobody who wrote to the dossier to remind"
+
+
 def test_reminders_go_to_the_one_who_wrote_not_the_contacts_a_form_names(ctx):
     form = ("Bon de commande.xlsx", form_bytes(postal_code=None, business_contact_email="jean.martin@fleurus.be",
                                                technical_contact_email="it@fleurus.be"), XLSX)
