@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import ipaddress
 import json
 import os
 import re
@@ -439,6 +440,85 @@ class Database(_Strict):
         return value
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class Oidc(_Strict):
+    """Sign-in to the staff page through the organisation's OpenID Connect provider (Microsoft
+    Entra ID: https://login.microsoftonline.com/<tenant>/v2.0/.well-known/openid-configuration)."""
+    metadata_url: str  # the provider's discovery document
+    client_id: str
+    client_secret_env: str | None = None
+    client_secret_file: Path | None = None
+    scope: str = "openid email profile"
+    # The claim that holds the staff member's address: "email", or Entra ID's "preferred_username".
+    email_claim: str = "email"
+
+    _secret_from_folder = field_validator("client_secret_file")(lambda cls, v, info: _secret_file(v, info))
+
+    @field_validator("metadata_url")
+    @classmethod
+    def _https_or_loopback(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme == "http" and parts.hostname and _loopback(parts.hostname):
+            return value  # a provider on this machine (the tests)
+        return _https(value, "web.oidc.metadata_url")
+
+    def client_secret(self) -> str:
+        value = read_secret(self.client_secret_env, self.client_secret_file, "web.oidc", "client secret")
+        if value is None:
+            raise ConfigError("web.oidc: set client_secret_env or client_secret_file")
+        return value
+
+
+class Web(_Strict):
+    """The staff page (`mailbot web`, and `mailbot run` when `serve` is true): where it listens,
+    its public address behind the reverse proxy, who may sign in and how."""
+    serve: bool = False  # `mailbot run` serves it beside the daemon
+    host: str = "127.0.0.1"  # loopback: meant to sit behind the organisation's reverse proxy
+    port: int = Field(default=8025, ge=0, le=65535)
+    # The address staff reach it at (https://mailbot.example.org): the digest links each dossier
+    # to its page, and the session cookie is sent over https only.
+    public_url: str | None = None
+    sign_in: str = Field(default="oidc", pattern="^(oidc|demo)$")  # demo: the sandbox's local demo user
+    demo_user: str = "demo.staff@worldline.localhost"
+    session_secret_env: str | None = None  # signs the session cookie; unset: a new one each start
+    session_secret_file: Path | None = None
+    session_hours: float = Field(default=10.0, gt=0)
+    oidc: Oidc | None = None
+    # Who may sign in, per team (worldline, bosa); a team not named here: its mailbox's staff list.
+    staff: dict[str, tuple[str, ...]] = {}
+
+    _secret_from_folder = field_validator("session_secret_file")(lambda cls, v, info: _secret_file(v, info))
+    _check_staff = field_validator("staff")(lambda cls, v: {k: tuple(_email(a) for a in x) for k, x in v.items()})
+    _check_demo_user = field_validator("demo_user")(lambda cls, v: _email(v))
+
+    @field_validator("public_url")
+    @classmethod
+    def _public(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"web.public_url must be an http(s):// address, not {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _sign_in(self) -> Web:
+        if self.sign_in == "oidc" and self.oidc is None and self.serve:
+            raise ValueError("web: sign_in = \"oidc\" needs a [web.oidc] section")
+        if self.sign_in == "demo" and not _loopback(self.host):
+            raise ValueError("web: the demo sign-in only listens on loopback (host = \"127.0.0.1\")")
+        return self
+
+    def session_secret(self) -> str | None:
+        return read_secret(self.session_secret_env, self.session_secret_file, "web", "session secret")
+
+
 class Settings(_Strict):
     mailboxes: dict[str, Mailbox]
     database: Database = Field(default={}, validate_default=True)  # its url from the file's folder too
@@ -450,6 +530,7 @@ class Settings(_Strict):
     daemon: Daemon = Daemon()
     files: Files = Files()
     retention: Retention = Retention()
+    web: Web = Web()
 
     @field_validator("mailboxes")
     @classmethod
@@ -467,7 +548,14 @@ class Settings(_Strict):
             party = getattr(self.deadlines, name).party
             if party not in self.mailboxes:
                 raise ValueError(f"deadlines.{name}.party names no configured mailbox ({party!r})")
+        unknown = set(self.web.staff) - set(self.mailboxes)
+        if unknown:
+            raise ValueError(f"web.staff names no configured mailbox ({', '.join(sorted(unknown))})")
         return self
+
+    def allowed_staff(self, team: str) -> tuple[str, ...]:
+        """Who may sign in to the staff page as a member of `team`."""
+        return self.web.staff.get(team, self.mailboxes[team].staff)
 
     def mailbox_of(self, address: str) -> str | None:
         """The name of the watched mailbox whose shared address or staff list has `address`."""
