@@ -144,3 +144,8 @@ class ConnectionStepFailed(ImapConnectionLost):
     def __init__(self, host: str, step: str, detail: str) -> None:
         super().__init__(f"{self.STEPS[step].format(host=host)}: {detail}")
         self.host, self.step, self.detail = host, step, detail
+
+
+class ActionRefused(MailbotError):
+    """A staff member's action cannot be done (the dossier moved on, the mail is no longer
+    quarantined, the address is not one): the page says why and changes nothing."""

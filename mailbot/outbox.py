@@ -53,7 +53,7 @@ TRANSITIONS: dict[OutboxState, frozenset[OutboxState]] = {
     # a sent folder that keeps every mail the server takes)
     OutboxState.HANDED: frozenset({OutboxState.SENT, OutboxState.PENDING, OutboxState.FAILED}),
     OutboxState.SENT: frozenset(),
-    OutboxState.FAILED: frozenset(),
+    OutboxState.FAILED: frozenset(),  # for the sender; a person may send it again (send_again)
     OutboxState.SHADOW: frozenset(),
 }
 UNSENT = (OutboxState.PENDING, OutboxState.SENDING, OutboxState.HANDED)  # what the sender still has to do
@@ -250,6 +250,16 @@ def move(engine: Engine, row_id: int, target: OutboxState, error: str, now: dt.d
             row.sent_at = now
         session.add(row)
         session.commit()
+
+
+def send_again(session: Session, row: OutboxMail, now: dt.datetime) -> None:
+    """A person sends a refused mail again (the address was fixed, the server's refusal was
+    passing): back to PENDING with its Message-ID, so the recipient can still tell copies apart."""
+    if row.state != OutboxState.FAILED:
+        raise OutboxStateError(f"outbox mail {row.id}: {row.state}, not failed: nothing to send again")
+    row.state = OutboxState.PENDING.value
+    row.attempts, row.not_before, row.last_error = 0, now, ""
+    session.add(row)
 
 
 def in_state(engine: Engine, state: OutboxState) -> list[OutboxMail]:

@@ -63,7 +63,7 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
                                            if m.id is not None and m.dossier_id is None and m.kind == "submission"])
     needs_person = []
     for m in flagged:
-        reason = _needs_person_reason(m) or (held.get(m.id) if m.id is not None else None)
+        reason = needs_person_reason(m) or (held.get(m.id) if m.id is not None else None)
         if reason:
             dossier = by_id.get(m.dossier_id) or (session.get(Dossier, m.dossier_id) if m.dossier_id else None)
             ref = dossier.reference if dossier else None
@@ -124,7 +124,7 @@ def claimed_twice(session: Session) -> list[SimpleNamespace]:
     return out
 
 
-def _needs_person_reason(m: Message) -> Reason | None:
+def needs_person_reason(m: Message) -> Reason | None:
     """Why the mail waits for a person, as a code the template renders in the team's language."""
     if m.status == "quarantined":
         return Reason("set_aside", {"detail": m.status_reason})

@@ -192,7 +192,7 @@ def _applied_forms(dossier: Dossier):
                                          col(FormCheckRecord.message_pk).not_in(held))
 
 
-def _as_check(row: FormCheckRecord) -> FormCheck:
+def as_check(row: FormCheckRecord) -> FormCheck:
     from mailbot.forms.checker import Problem
 
     problems = tuple(Problem(f, c, m) for f, c, m in json.loads(row.problems))
@@ -206,7 +206,7 @@ def _last_form_row(session: Session, dossier: Dossier) -> FormCheckRecord | None
 def last_form(session: Session, dossier: Dossier) -> FormCheck | None:
     """The order form in force: the dossier's last form, unless its changes wait for a person."""
     row = _last_form_row(session, dossier)
-    return None if row is None else _as_check(row)
+    return None if row is None else as_check(row)
 
 
 def known_values(session: Session, dossier: Dossier) -> dict[str, object]:
@@ -242,7 +242,7 @@ def apply_mail(session: Session, dossier: Dossier, *, mail: ParsedMail, kind: st
 
     # What is in force before this mail's forms are recorded: the changes are measured against it.
     previous_row = _last_form_row(session, dossier) if reading.of("order_form") else None
-    previous = _as_check(previous_row) if previous_row is not None else None
+    previous = as_check(previous_row) if previous_row is not None else None
     known = known_values(session, dossier) if previous_row is not None else {}
     had_complete = previous_row is not None and _had_complete_form(session, dossier)
     form, record = _record_forms(session, dossier, mail, reading, message_pk, at)
@@ -432,7 +432,7 @@ def decide_changes(session: Session, dossier: Dossier, confirm: bool, at: dt.dat
         event("changes_confirmed", f"{fields}: confirmed by {who}")
         record = session.get(FormCheckRecord, change.form_check_id)
         assert record is not None  # a pending change keeps its form record (foreign key)
-        form = _as_check(record)
+        form = as_check(record)
         _apply_form(session, dossier, form, at, settings, calendars, None, event)
         for name in change.fields.split(","):
             if name in CONTACT_FIELDS and form.values.get(name):

@@ -80,7 +80,8 @@ class Contact(SQLModel, table=True):
 class Message(SQLModel, table=True):
     """One mail, however many mailboxes it was seen in. Recorded before it is acted on."""
     # The digest lists the mail received since the previous business day (migration 0004).
-    __table_args__ = (Index("ix_message_received_at", "received_at"),)
+    # The staff page lists the quarantine (migration 0011).
+    __table_args__ = (Index("ix_message_received_at", "received_at"), Index("ix_message_status", "status"))
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True, index=True)  # "mid:<message-id>" or "hash:<sha256>"
     message_id: str | None = Field(default=None, index=True)
@@ -276,3 +277,19 @@ class Installation(SQLModel, table=True):
     that reached the mailboxes before then is history, filed without answers (mailbot/history.py)."""
     id: int | None = Field(default=None, primary_key=True)
     first_started_at: dt.datetime = Field(sa_column=_utc())
+
+
+class StaffAction(SQLModel, table=True):
+    """What a person did on the staff page (mailbot/web): who, when, on what. A change to a
+    dossier is also in its events; this table also holds what concerns no dossier (a mail let
+    out of the quarantine, a failed answer sent again, a mail a person has dealt with) (0011)."""
+    __tablename__ = "staff_action"
+    __table_args__ = (Index("ix_staff_action_message", "message_pk", "action"),)
+    id: int | None = Field(default=None, primary_key=True)
+    at: dt.datetime = Field(sa_column=_utc())
+    who: str  # the signed-in staff member's address
+    action: str  # a web/actions.py Action value
+    dossier_id: int | None = Field(default=None, foreign_key="dossier.id", index=True)
+    message_pk: int | None = Field(default=None, foreign_key="message.id")
+    outbox_id: int | None = Field(default=None, foreign_key="outbox.id")
+    detail: str = ""
