@@ -52,7 +52,7 @@ _serial = itertools.count(1)
 
 # Every fixture that starts a server depends on one of these (pytest lists a test's fixtures
 # with those they depend on).
-SERVER_FIXTURES = frozenset({"dovecot", "local_smtp"})
+SERVER_FIXTURES = frozenset({"dovecot", "local_smtp", "oidc_provider"})
 
 TIERS = ("fast", "properties", "integration")
 
@@ -211,3 +211,13 @@ def imap_connect(dovecot):
     for client in clients:
         with contextlib.suppress(Exception):  # already dropped, e.g. by a restart; imaplib closes anyway
             client.logout()
+
+
+@pytest.fixture
+def oidc_provider():
+    """An OpenID Connect provider on 127.0.0.1 (tests/oidc_provider.py): add the app's callback
+    to `.redirect_uris`, choose who signs in next with `.sign_in_as(email, name)`."""
+    from oidc_provider import running_provider
+
+    with running_provider() as provider:
+        yield provider

@@ -1,54 +1,215 @@
-"""PLACEHOLDER until the web-signin branch lands: the demo sign-in only."""
+"""Who is signed in to the staff page, and the routes that sign staff in and out: the
+organisation's OpenID Connect provider (authlib's Starlette client: state, nonce and PKCE
+checked), or in the sandbox a local demo user. Only addresses on a team's allowed list get in,
+and the lists are read again on every request."""
 
 from __future__ import annotations
 
+import html
+import importlib
+import importlib.util
+import logging
 import time
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
+from authlib.integrations.base_client import OAuthError
+from authlib.integrations.starlette_client import OAuth, StarletteOAuth2App
+from joserfc.errors import JoseError  # what authlib raises for an id token that fails its checks
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from mailbot.config import Settings
+from mailbot.errors import ConfigError
 from mailbot.web.security import checked_form, csrf_token
+
+log = logging.getLogger("mailbot.web.signin")
+
+SIGNED_IN = "staff"  # session key: {"email", "name", "at" (epoch seconds)}
+NEXT = "signin_next"  # session key: where to go once signed in
+# authlib talks to the provider through httpx2 when that is installed, else through httpx.
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = tuple(
+    importlib.import_module(name).HTTPError for name in ("httpx2", "httpx") if importlib.util.find_spec(name))
+# The provider unreachable, or its answers not JSON or missing a field (KeyError), or no authorization
+# endpoint in its metadata (RuntimeError from authlib).
+UNREACHABLE: tuple[type[Exception], ...] = (*TRANSPORT_ERRORS, ValueError, KeyError, RuntimeError)
 
 
 @dataclass(frozen=True)
 class Staff:
     email: str
     name: str
-    teams: tuple[str, ...]
+    teams: tuple[str, ...]  # "worldline", "bosa": the teams whose allowed list holds the address
 
 
-def _teams(settings: Settings, email: str) -> tuple[str, ...]:
-    return tuple(t for t in settings.mailboxes if email.lower() in settings.allowed_staff(t))
+def teams_of(settings: Settings, address: str) -> tuple[str, ...]:
+    """The teams whose allowed list holds `address` (case-insensitive)."""
+    address = address.strip().lower()
+    return tuple(team for team in settings.mailboxes
+                 if address in {allowed.lower() for allowed in settings.allowed_staff(team)})
+
+
+def settings_of(request: Request) -> Settings:
+    """The settings in force now (the app's, which a reload may replace)."""
+    return request.app.state.settings
 
 
 def current_staff(request: Request) -> Staff | None:
-    data = request.session.get("staff")
-    if not data:
+    """The signed-in staff member, or None: nobody signed in, the sign-in older than
+    web.session_hours, or the address on no team's list any more."""
+    settings = settings_of(request)
+    signed = request.session.get(SIGNED_IN)
+    if not isinstance(signed, dict):
         return None
-    settings = request.app.state.settings
-    if time.time() - data.get("at", 0) > settings.web.session_hours * 3600:
+    email, name, at = signed.get("email"), signed.get("name"), signed.get("at")
+    if not isinstance(email, str) or not isinstance(name, str) or not isinstance(at, int | float):
         return None
-    teams = _teams(settings, data["email"])
-    return Staff(data["email"], data.get("name", ""), teams) if teams else None
+    age = time.time() - at
+    if not 0 <= age <= settings.web.session_hours * 3600:
+        return None
+    teams = teams_of(settings, email)
+    return Staff(email, name, teams) if teams else None
+
+
+def safe_next(value: Any) -> str:
+    """`value` when it is a path on this site, else "/": never a redirect off-site ("//host",
+    "/\\host" and "https://host" all are, to a browser)."""
+    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return "/"
+    parts = urlsplit(value)
+    return value if not parts.scheme and not parts.netloc else "/"
+
+
+def _sign_in(request: Request, email: str, name: str, then: str) -> RedirectResponse:
+    # A new session for the new identity: nothing set before sign-in (by anyone) carries over.
+    request.session.clear()
+    request.session[SIGNED_IN] = {"email": email.strip().lower(), "name": name, "at": int(time.time())}
+    return RedirectResponse(then, status_code=303)
+
+
+def _page(status: int, title: str, *paragraphs: str) -> HTMLResponse:
+    """A plain page; every text is escaped here."""
+    body = "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+    return HTMLResponse(f'<!doctype html><html lang="en"><meta charset="utf-8"><title>{html.escape(title)}</title>'
+                        f'<h1>{html.escape(title)}</h1>{body}<p><a href="/signin">Sign in again</a></p></html>',
+                        status_code=status)
+
+
+def _not_staff(email: str, name: str) -> HTMLResponse:
+    who = f"{name} <{email}>" if name and name != email else email
+    return _page(403, "Not on the staff list",
+                 f"You are signed in at your organisation as {who}.",
+                 "That address is not on the staff list of Worldline or BOSA for this page. "
+                 "Ask the person who runs mailbot to add it, or sign in with another account.")
+
+
+async def signout(request: Request) -> Response:
+    await checked_form(request)
+    request.session.clear()
+    return RedirectResponse("/signin", status_code=303)
 
 
 def signin_routes(settings: Settings) -> list[BaseRoute]:
+    """GET /signin, and POST /signout; with OpenID Connect GET /signin/callback, with the
+    demo sign-in POST /signin/demo (which exists only then)."""
+    routes: list[BaseRoute]
+    if settings.web.sign_in == "demo":
+        routes = _demo_routes()
+    else:
+        routes = _oidc_routes(settings)
+    return [*routes, Route("/signout", signout, methods=["POST"], name="signout")]
+
+
+# --- OpenID Connect -----------------------------------------------------------------------------
+
+def _oidc_routes(settings: Settings) -> list[BaseRoute]:
+    oidc = settings.web.oidc
+    if oidc is None:
+        raise ConfigError('web: sign_in = "oidc" needs a [web.oidc] section')
+    oauth = OAuth()
+    client = oauth.register(
+        "staff", server_metadata_url=oidc.metadata_url, client_id=oidc.client_id,
+        client_secret=oidc.client_secret(),
+        client_kwargs={"scope": oidc.scope, "code_challenge_method": "S256", "timeout": 20.0})
+    assert isinstance(client, StarletteOAuth2App)
+    public_url = settings.web.public_url
+
     async def signin(request: Request) -> Response:
-        return HTMLResponse(f'<form method="post" action="/signin/demo"><input type="hidden" name="csrf" '
-                            f'value="{csrf_token(request)}"><button>{settings.web.demo_user}</button></form>')
+        request.session[NEXT] = safe_next(request.query_params.get("next"))
+        # Behind the reverse proxy the Host header may be its own: the configured address wins.
+        callback = f"{public_url}/signin/callback" if public_url else str(request.url_for("signin_callback"))
+        try:
+            return await client.authorize_redirect(request, callback)
+        except UNREACHABLE as error:
+            log.warning("identity provider unreachable", extra={"error": repr(error)})
+            return _page(502, "The sign-in service cannot be reached",
+                         "The organisation's identity provider did not answer. Try again in a few minutes.")
+
+    async def callback(request: Request) -> Response:
+        try:
+            token = await client.authorize_access_token(request)
+        except OAuthError as error:
+            log.info("sign-in refused by the provider or out of step",
+                     extra={"error": error.error, "description": error.description})
+            if error.error == "access_denied":
+                return _page(403, "Sign-in cancelled",
+                             "The identity provider did not sign you in (access denied).")
+            return _page(400, "Sign-in failed",
+                         f"The sign-in could not be completed ({error.error}): it was started in another "
+                         "window, already used, or too old. Start again from the sign-in page.")
+        except JoseError as error:
+            log.warning("id token failed its checks", extra={"error": repr(error)})
+            return _page(403, "Sign-in refused",
+                         "The identity provider's answer failed its checks (signature, audience or nonce).")
+        except UNREACHABLE as error:
+            log.warning("identity provider unreachable", extra={"error": repr(error)})
+            return _page(502, "The sign-in service cannot be reached",
+                         "The organisation's identity provider did not answer as expected. Try again.")
+        claims = token.get("userinfo")
+        if not claims:
+            return _page(400, "Sign-in failed", "The identity provider sent no id token.")
+        email, name = claims.get(oidc.email_claim), claims.get("name")
+        if not isinstance(email, str) or "@" not in email:
+            return _page(403, "Sign-in refused", f"The identity provider sent no address in {oidc.email_claim!r}.")
+        name = name if isinstance(name, str) and name.strip() else email
+        if oidc.email_claim == "email" and claims.get("email_verified") is False:
+            return _page(403, "Sign-in refused",
+                         f"The identity provider says the address {email} is not verified.")
+        if not teams_of(settings_of(request), email):
+            log.info("sign-in of an address on no staff list", extra={"address": email})
+            return _not_staff(email, name)
+        log.info("staff signed in", extra={"address": email.lower()})
+        return _sign_in(request, email, name, safe_next(request.session.get(NEXT)))
+
+    return [Route("/signin", signin, methods=["GET"], name="signin"),
+            Route("/signin/callback", callback, methods=["GET"], name="signin_callback")]
+
+
+# --- the sandbox's demo user ----------------------------------------------------------------------
+
+def _demo_routes() -> list[BaseRoute]:
+    async def page(request: Request) -> Response:
+        user = settings_of(request).web.demo_user
+        then = safe_next(request.query_params.get("next"))
+        return HTMLResponse(
+            '<!doctype html><html lang="en"><meta charset="utf-8"><title>Sign in (demo)</title>'
+            "<h1>Sign in (demo)</h1><p>This sandbox has no identity provider: it signs in its demo user, "
+            f"{html.escape(user)}.</p>"
+            '<form method="post" action="/signin/demo">'
+            f'<input type="hidden" name="csrf" value="{html.escape(csrf_token(request))}">'
+            f'<input type="hidden" name="next" value="{html.escape(then)}">'
+            f"<button>Sign in as {html.escape(user)}</button></form></html>")
 
     async def demo(request: Request) -> Response:
-        await checked_form(request)
-        request.session["staff"] = {"email": settings.web.demo_user, "name": "Demo", "at": time.time()}
-        return RedirectResponse("/", 303)
+        form = await checked_form(request)
+        user = settings_of(request).web.demo_user
+        if not teams_of(settings_of(request), user):
+            return _not_staff(user, user)
+        return _sign_in(request, user, user.split("@")[0], safe_next(form.get("next")))
 
-    async def signout(request: Request) -> Response:
-        await checked_form(request)
-        request.session.clear()
-        return RedirectResponse("/signin", 303)
-
-    return [Route("/signin", signin), Route("/signin/demo", demo, methods=["POST"]),
-            Route("/signout", signout, methods=["POST"])]
+    return [Route("/signin", page, methods=["GET"], name="signin"),
+            Route("/signin/demo", demo, methods=["POST"], name="signin_demo")]
