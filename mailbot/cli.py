@@ -68,7 +68,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.forms:
         return cmd_forms_demo(args)
-    return run_demo()
+    # The staff page after the narration, for a person at a terminal (not for a script or CI).
+    web = args.web if args.web is not None else sys.stdin.isatty() and sys.stdout.isatty()
+    return run_demo(web=web)
 
 
 def cmd_forms_demo(args: argparse.Namespace) -> int:
@@ -188,10 +190,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             settings = settings.model_copy(update={"answers": settings.answers.model_copy(update={"shadow": True})})
         return asyncio.run(Daemon(settings).serve())
     from mailbot.transport.local import sandbox_for, sandbox_help, sandbox_settings
+    from mailbot.transport.sandbox import port_free
 
     sandbox, data = sandbox_for(folder=Path(args.sandbox) if args.sandbox else None)
     with sandbox:
         settings = sandbox_settings(sandbox, data)
+        # The staff page beside it, its demo user signed in at a click: 8025 when free.
+        web = {"serve": True, "port": 8025 if port_free("127.0.0.1", 8025, wait=0) else 0}
+        settings = settings.model_copy(update={"web": settings.web.model_copy(update=web)})
         if args.shadow:
             settings = settings.model_copy(update={"answers": settings.answers.model_copy(update={"shadow": True})})
         print(sandbox_help(sandbox, settings), flush=True)
@@ -255,6 +261,42 @@ def cmd_mark(args: argparse.Namespace) -> int:
         print(mark_done(session, dossier, args.step, dt.datetime.now(dt.timezone.utc), args.by or getpass.getuser(),
                         settings=settings, calendars=load_calendars(settings.files.calendars)))
         session.commit()
+    return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    """The staff page on its own, on the configuration's database (the daemon may run apart)."""
+    import asyncio
+    import signal
+
+    from mailbot.web.server import address, bind, serve
+
+    settings = _settings(args)
+    if args.host or args.port is not None:
+        from pydantic import ValidationError
+
+        update = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        try:
+            web = settings.web.model_validate({**settings.web.model_dump(), **update})
+        except ValidationError as exc:
+            raise MailbotError(f"web: {exc.errors()[0]['msg']}") from None
+        settings = settings.model_copy(update={"web": web})
+    if settings.web.sign_in == "oidc" and settings.web.oidc is None:
+        raise MailbotError("web: sign_in = \"oidc\" needs a [web.oidc] section (see config.example.toml)")
+    engine = _existing_database(args.db or settings.database.url, args)
+    sock = bind(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, engine, sock, stop)
+
+    print(f"mailbot web: the staff page on {address(sock)} (Ctrl-C to stop)", flush=True)
+    asyncio.run(main())
+    sock.close()
+    engine.dispose()
     return 0
 
 
@@ -344,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
     mark.add_argument("--config", help="configuration file (default: the sandbox's, and its database)")
     mark.add_argument("--db", help="database URL (default: the configuration's)")
     mark.set_defaults(func=cmd_mark)
+    web = sub.add_parser("web", help="serve the staff page: every dossier, its timeline, the steps a person takes")
+    web.add_argument("--config", help="configuration file (default: the sandbox's, and its database); see [web]")
+    web.add_argument("--db", help="database URL (default: the configuration's)")
+    web.add_argument("--host", help="listen on this address (default: [web] host, 127.0.0.1)")
+    web.add_argument("--port", type=int, help="listen on this port (default: [web] port, 8025)")
+    web.set_defaults(func=cmd_web)
     dig = sub.add_parser("digest", help="print or write today's triage summary from the database")
     dig.add_argument("--team", choices=["worldline", "bosa"], default="worldline")
     dig.add_argument("--html", metavar="FILE", help="write the HTML version to FILE")
@@ -367,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     fgt.set_defaults(func=cmd_forget)
     demo = sub.add_parser("demo", help="a season of sample mail through a local sandbox, narrated")
     demo.add_argument("--forms", action="store_true", help="only check the sample order forms (those of data/samples)")
+    demo.add_argument("--web", action=argparse.BooleanOptionalAction, default=None,
+                      help="then serve the staff page on the season's dossiers until Ctrl-C "
+                           "(default: when run from a terminal)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import logging
 import signal
+import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -75,6 +76,14 @@ class Daemon:
                           for name, box in self.settings.mailboxes.items() if box.imap}
         self.sent_folder = self._sent_folder()
         smtp = self.settings.smtp
+        self._watchers: list[FolderWatcher] = []
+        # The staff page, when served beside the daemon: its socket bound now, so that a port in
+        # use stops the start with a clear message.
+        self.site: socket.socket | None = None
+        if self.settings.web.serve:
+            from mailbot.web.server import bind
+
+            self.site = bind(self.settings)
         self.sender = OutboxSender(self.engine, self.run_db, smtp,
                                    tokens.credential(smtp, "smtp", smtp.host) if smtp.user else None,
                                    self.settings.daemon, self.clock, self.stop, sent=self.sent_folder)
@@ -127,7 +136,15 @@ class Daemon:
             for folder in dict.fromkeys((box.imap.inbox, box.imap.sent)):
                 out.append(FolderWatcher(name, folder, box.imap, self.passwords[name], self.process, self.state,
                                          self.settings.daemon, self.stop))
+        self._watchers = out
         return out
+
+    def nudge(self) -> None:
+        """The staff page beside the daemon released a mail or sent an answer again: the watchers
+        and the sender look now. Thread-safe (the page's actions run in worker threads)."""
+        for watcher in self._watchers:
+            watcher.wake.set()
+        self.loop.call_soon_threadsafe(self.sender.wake.set)
 
     # --- the sent folder, for the outbox sender -----------------------------------------------
 
@@ -258,7 +275,7 @@ class Daemon:
                                            "reason": "mail that came before is filed without answers"})
 
     async def serve(self) -> int:
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, self.stop.set)
@@ -275,9 +292,16 @@ class Daemon:
         tasks = [asyncio.create_task(w.run(), name=f"watch-{w.mailbox}-{w.folder}") for w in self.watchers()]
         tasks.append(asyncio.create_task(self.sender.run(), name="outbox"))
         tasks.append(asyncio.create_task(self.watchdog(), name="watchdog"))
+        web = {}
+        if self.site is not None:
+            from mailbot.web.server import address, serve as serve_site
+
+            tasks.append(asyncio.create_task(serve_site(self.settings, self.engine, self.site, self.stop,
+                                                        clock=self.clock, nudge=self.nudge), name="web"))
+            web["web"] = address(self.site)
         for task in tasks:
             task.add_done_callback(self._ended)
-        log.info("started", extra={"watchers": len(tasks) - 2})
+        log.info("started", extra={"watchers": len(self._watchers), **web})
         await self.stop.wait()
         log.info("stopping")
         if scheduler is not None:
@@ -287,5 +311,7 @@ class Daemon:
         self.db.shutdown(wait=True)
         self.readers.close()
         self.engine.dispose()
+        if self.site is not None:
+            self.site.close()
         log.info("stopped", extra={"processed": self.processed})
         return 0

@@ -196,6 +196,39 @@ class Demo:
                 "not narrated); none left this machine. `mailbot run` starts the same sandbox for you to write to.")
 
 
-def run_demo(folder: Path | None = None, out=print) -> int:
+    def show_site(self) -> None:
+        """The staff page on the season's database, as of the season's last day (its clock), with
+        the sandbox's demo user a click away; until Ctrl-C."""
+        import signal
+
+        from mailbot.store.db import open_database
+        from mailbot.transport.sandbox import port_free
+        from mailbot.web.server import address, bind, serve
+
+        web = self.settings.web.model_copy(update={"port": 8025 if port_free("127.0.0.1", 8025, wait=0) else 0})
+        settings = self.settings.model_copy(update={"web": web})
+        engine = open_database(settings.database.url)
+        sock = bind(settings)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+            await serve(settings, engine, sock, stop, clock=self.clock)
+
+        self.out(f"\nThe staff page on these dossiers, as of {_when(self.clock.now, settings.process.zone)}: "
+                 f"{address(sock)} – sign in as the demo user {settings.web.demo_user}. Ctrl-C to end.")
+        try:
+            asyncio.run(main())
+        finally:
+            sock.close()
+            engine.dispose()
+
+
+def run_demo(folder: Path | None = None, out=print, web: bool = False) -> int:
     with tempfile.TemporaryDirectory(prefix="mailbot-demo-") as tmp:
-        return Demo(folder or Path(tmp), out).run()
+        demo = Demo(folder or Path(tmp), out)
+        code = demo.run()
+        if web:
+            demo.show_site()
+        return code

@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from mailbot.store.models import FolderState
+from mailbot.store.models import FolderState, Message, Sighting
 
 
 class FolderStateStore:
@@ -56,3 +56,29 @@ class FolderStateStore:
         def change(row: FolderState) -> None:
             row.last_error = reason
         await self.run_db(self._update, mailbox, folder, change)
+
+    async def released(self, mailbox: str, folder: str, uidvalidity: int, last_uid: int) -> list[int]:
+        """UIDs already passed whose mail waits to be taken again: let out of the quarantine by a
+        person (the staff page), or left half-done by a crash."""
+        def read() -> list[int]:
+            with Session(self.engine) as session:
+                return sorted({uid for uid in session.exec(
+                    select(Sighting.uid).join(Message, col(Message.id) == Sighting.message_pk)
+                    .where(col(Message.status) == "received", col(Sighting.mailbox) == mailbox,
+                           col(Sighting.folder) == folder, col(Sighting.uidvalidity) == uidvalidity,
+                           col(Sighting.uid) <= last_uid)) if uid is not None})
+        return await self.run_db(read)
+
+    async def gone(self, mailbox: str, folder: str, uidvalidity: int, uids: list[int], reason: str) -> None:
+        """Mail taken again that the server no longer has: back in the quarantine, saying so."""
+        def change() -> None:
+            with Session(self.engine) as session:
+                for msg in session.exec(select(Message).join(Sighting, col(Sighting.message_pk) == Message.id)
+                                        .where(col(Message.status) == "received", col(Sighting.mailbox) == mailbox,
+                                               col(Sighting.folder) == folder,
+                                               col(Sighting.uidvalidity) == uidvalidity,
+                                               col(Sighting.uid).in_(uids))):
+                    msg.status, msg.status_reason = "quarantined", reason
+                    session.add(msg)
+                session.commit()
+        await self.run_db(change)

@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from imapclient import IMAPClient
@@ -247,8 +247,10 @@ class ImapFolder:
         assert self.client is not None  # opened
         self.client.append(self.folder, raw, flags=(b"\\Seen",))
 
-    def wait(self, seconds: float, poll_seconds: float, stop: threading.Event) -> None:
-        """Until the server says something changed, `seconds` pass, or `stop` is set."""
+    def wait(self, seconds: float, poll_seconds: float, stop: threading.Event,
+             wake: threading.Event | None = None) -> None:
+        """Until the server says something changed, `seconds` pass, or `stop` (or `wake`) is set."""
+        stop_or_wake = _either(stop, wake)
         deadline = time.monotonic() + seconds
         self.step = "idle"
         assert self.client is not None  # opened
@@ -256,7 +258,7 @@ class ImapFolder:
             return  # mail came while other mail was taken: search again before waiting
         if not self.has_idle:
             end = min(deadline, time.monotonic() + poll_seconds)
-            while not stop.is_set() and time.monotonic() < end:
+            while not stop_or_wake() and time.monotonic() < end:
                 stop.wait(0.5)
             self.client.noop()
             return
@@ -264,7 +266,7 @@ class ImapFolder:
         try:
             if self.buffered():
                 return  # news came with "+ idling"
-            while not stop.is_set() and time.monotonic() < deadline:
+            while not stop_or_wake() and time.monotonic() < deadline:
                 if self.client.idle_check(timeout=0.5):
                     break
         finally:
@@ -337,6 +339,10 @@ BATCH_MAILS = 20
 BATCH_BYTES = 8_000_000
 
 
+def _either(stop: threading.Event, wake: threading.Event | None) -> Callable[[], bool]:
+    return (lambda: stop.is_set() or wake.is_set()) if wake is not None else stop.is_set
+
+
 @dataclass
 class FolderWatcher:
     """The asyncio task that keeps one folder processed, reconnecting with backoff."""
@@ -348,6 +354,9 @@ class FolderWatcher:
     state: FolderStateStore
     daemon: Daemon
     stop: asyncio.Event
+    # Set by the staff page beside the daemon (a mail released from the quarantine): the
+    # watcher looks at once rather than at the end of its IDLE.
+    wake: threading.Event = field(default_factory=threading.Event)
 
     async def run(self) -> None:
         backoff = 1.0
@@ -402,12 +411,25 @@ class FolderWatcher:
             if newest and not self.stop.is_set():
                 await self.state.advance(self.mailbox, self.folder, conn.uidvalidity, newest[-1])
         while not self.stop.is_set():
+            self.wake.clear()
             known = await self.state.load(self.mailbox, self.folder)
             await self._take(conn, await self._io(conn, conn.uids_after, known.last_uid))
+            await self._take_released(conn, known.last_uid)
             await self.state.contact(self.mailbox, self.folder)
             if self.stop.is_set():
                 break
-            await self._io(conn, conn.wait, self.daemon.idle_minutes * 60, self.daemon.poll_seconds, thread_stop)
+            await self._io(conn, conn.wait, self.daemon.idle_minutes * 60, self.daemon.poll_seconds, thread_stop,
+                           self.wake)
+
+    async def _take_released(self, conn: ImapFolder, last_uid: int) -> None:
+        """The mail a person let out of the quarantine, fetched again by its UID here."""
+        uids = await self.state.released(self.mailbox, self.folder, conn.uidvalidity, last_uid)
+        if not uids:
+            return
+        await self._take(conn, uids)
+        if not self.stop.is_set():
+            await self.state.gone(self.mailbox, self.folder, conn.uidvalidity, uids,
+                                  f"taken again, but no longer in {self.mailbox} {self.folder} on the server")
 
     async def _take(self, conn: ImapFolder, uids: list[int]) -> None:
         """Take the mail a batch at a time: one FETCH, the batch processed in order, then its

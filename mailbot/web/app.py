@@ -48,7 +48,7 @@ from mailbot.web.dossier_page import dossier_page
 from mailbot.web.queues import needing_person, outbox_rows, quarantine
 from mailbot.web.scope import Scope
 from mailbot.web.security import SecurityHeaders, checked_form, csrf_token
-from mailbot.web.signin import Staff, current_staff, signin_routes
+from mailbot.web.signin import Staff, current_staff, safe_next, signin_routes
 
 LANGUAGES = ("fr", "nl", "en")
 Clock = Callable[[], dt.datetime]
@@ -151,16 +151,12 @@ def action(fn: Act) -> Callable[[Request], Awaitable[Response]]:
 
         try:
             request.session["flash"] = ["done", await run_in_threadpool(work)]
+            if getattr(request.state, "nudge", False):
+                request.app.state.nudge()  # once committed: the daemon beside the site looks now
         except ActionRefused as exc:
             request.session["flash"] = ["refused", str(exc)]
-        back = form.get("back")
-        return RedirectResponse(back if isinstance(back, str) and _local(back) else "/", 303)
+        return RedirectResponse(safe_next(form.get("back")), 303)
     return guarded
-
-
-def _local(path: str) -> bool:
-    """A path on this site: never a way off it (//host, /\\host, a scheme)."""
-    return path.startswith("/") and not path.startswith(("//", "/\\")) and "\n" not in path and "\r" not in path
 
 
 def _scope(request: Request, staff: Staff) -> Scope:
@@ -289,9 +285,8 @@ def _visible_message(request: Request, staff: Staff, session: Session) -> int:
 
 @action
 def release(request: Request, staff: Staff, form: FormData, session: Session, now: dt.datetime) -> str:
-    done = actions.release(session, _visible_message(request, staff, session), now, staff.email)
-    request.app.state.nudge()  # the daemon beside it, when `mailbot run` serves the site
-    return done
+    request.state.nudge = True
+    return actions.release(session, _visible_message(request, staff, session), now, staff.email)
 
 
 @action
@@ -307,9 +302,8 @@ def send_again(request: Request, staff: Staff, form: FormData, session: Session,
     row = session.get(OutboxMail, request.path_params["id"])
     if row is None or not _scope(request, staff).sees(row):
         raise ActionRefused(f"no outbox mail {request.path_params['id']}")
-    done = actions.send_failed_again(session, request.path_params["id"], now, staff.email)
-    request.app.state.nudge()
-    return done
+    request.state.nudge = True
+    return actions.send_failed_again(session, request.path_params["id"], now, staff.email)
 
 
 async def language(request: Request) -> Response:
@@ -317,8 +311,7 @@ async def language(request: Request) -> Response:
     form = await checked_form(request)
     if _field(form, "lang") in LANGUAGES:
         request.session["lang"] = _field(form, "lang")
-    back = _field(form, "back")
-    return RedirectResponse(back if _local(back) else "/", 303)
+    return RedirectResponse(safe_next(form.get("back")), 303)
 
 
 async def stylesheet(request: Request) -> Response:

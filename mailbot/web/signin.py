@@ -85,8 +85,12 @@ def safe_next(value: Any) -> str:
 
 
 def _sign_in(request: Request, email: str, name: str, then: str) -> RedirectResponse:
-    # A new session for the new identity: nothing set before sign-in (by anyone) carries over.
+    # A new session for the new identity: nothing set before sign-in (by anyone) carries over
+    # but the language the person chose, checked against the languages the page has.
+    lang = request.session.get("lang")
     request.session.clear()
+    if lang in ("fr", "nl", "en"):
+        request.session["lang"] = lang
     request.session[SIGNED_IN] = {"email": email.strip().lower(), "name": name, "at": int(time.time())}
     return RedirectResponse(then, status_code=303)
 
