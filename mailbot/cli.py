@@ -157,7 +157,8 @@ def cmd_digest(args: argparse.Namespace) -> int:
     box = settings.mailboxes[args.team]
     with Session(engine) as session:
         rendered = renderer.render("digest", box.language,
-                                   digest_context(session, args.team, now, calendar, settings.process.zone))
+                                   digest_context(session, args.team, now, calendar, settings.process.zone,
+                                                  settings.web.public_url))
     if args.html:
         from mailbot.private_files import private_file
 

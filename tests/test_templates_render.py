@@ -189,6 +189,7 @@ def staff_contexts(purpose: str, language: str) -> list[dict]:
                             waiting=[("client", "corrected_order_form"), ("client", "convention")],
                             opened="2025-06-03 10:12")],
             "claimed_twice": [NS(project_name="Ville de Namur", references=["EPAY-2027-0001", "EPAY-2027-0010"])],
+            "site": "https://mailbot.example.org",  # [web] public_url: each dossier linked to its page
         }
         empty = {"team": "bosa", "date": "2027-01-13", "new_dossiers": [], "dossiers": [], "due_today": [],
                  "overdue": [], "missing_bosa_copy": [], "needs_person": [], "shadow": [], "changes_to_confirm": [],

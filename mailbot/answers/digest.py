@@ -23,8 +23,9 @@ from mailbot.store.models import Deadline, Decision, Dossier, Message, PendingCh
 
 
 def digest_context(session: Session, team: str, now: dt.datetime, calendar: BusinessCalendar,
-                   zone: ZoneInfo) -> dict[str, Any]:
-    """Everything the digest shows, as plain values for the template; days and times in `zone`."""
+                   zone: ZoneInfo, site: str | None = None) -> dict[str, Any]:
+    """Everything the digest shows, as plain values for the template; days and times in `zone`;
+    each dossier linked to its page on the staff site at `site` ([web] public_url), if any."""
     today = now.astimezone(zone).date()
     since = dt.datetime.combine(calendar.previous_business_day(today), now.astimezone(zone).timetz())
     open_deadlines = session.exec(select(Deadline).where(Deadline.state == "open")).all()
@@ -82,7 +83,7 @@ def digest_context(session: Session, team: str, now: dt.datetime, calendar: Busi
                               dossier=json.loads(o.detail).get("dossier"))
               for o in shadow_since(session, since)]
     return {
-        "team": team, "date": today.isoformat(), "now": local_time(now, zone), "dossier": None,
+        "team": team, "date": today.isoformat(), "now": local_time(now, zone), "dossier": None, "site": site,
         "new_dossiers": [SimpleNamespace(reference=d.reference, project_name=d.project_name,
                                          organisation=d.organisation, opened=local_time(d.opened_at, zone))
                          for d in dossiers if d.opened_at >= since],
@@ -148,7 +149,7 @@ def needs_person_reason(m: Message) -> Reason | None:
 def digest_draft(session: Session, team: str, now: dt.datetime, settings: Settings,
                  calendar: BusinessCalendar, renderer: Renderer) -> Draft:
     box = settings.mailboxes[team]
-    context = digest_context(session, team, now, calendar, settings.process.zone)
+    context = digest_context(session, team, now, calendar, settings.process.zone, settings.web.public_url)
     rendered = renderer.render("digest", box.language, context)
     counts = {k: len(context[k]) for k in ("new_dossiers", "dossiers", "due_today", "overdue", "missing_bosa_copy",
                                            "needs_person", "shadow", "changes_to_confirm", "dormant", "imported",

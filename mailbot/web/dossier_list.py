@@ -126,8 +126,9 @@ def _search(q: str) -> ColumnElement[bool]:
         terms.append(select(Contact.id).where(Contact.dossier_id == Dossier.id,
                                               col(Contact.email).like(f"%{normalise_address(q)}%")).exists())
     digits = re.sub(r"\D", "", q)
-    if len(digits) >= 4:  # an enterprise number typed with dots or spaces (BE 0123.456.789)
-        terms.append(col(Dossier.enterprise_number).like(f"%{digits}%"))
+    if len(digits) >= 4:  # an enterprise number typed with or without dots, spaces, BE
+        stored = func.replace(func.replace(func.coalesce(Dossier.enterprise_number, ""), ".", ""), " ", "")
+        terms.append(stored.like(f"%{digits}%"))
     return or_(*terms)
 
 

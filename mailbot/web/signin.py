@@ -10,12 +10,19 @@ import importlib
 import importlib.util
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from authlib.integrations.base_client import OAuthError
-from authlib.integrations.starlette_client import OAuth, StarletteOAuth2App
+# authlib 1.7+ warns at import that it prefers httpx2 to httpx; it works with either (both are
+# caught in TRANSPORT_ERRORS): no warning for the person starting the page.
+import authlib.deprecate  # noqa: F401 - first: it puts its own "always" filter in front at import
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    from authlib.integrations.base_client import OAuthError
+    from authlib.integrations.starlette_client import OAuth, StarletteOAuth2App
 from joserfc.errors import JoseError  # what authlib raises for an id token that fails its checks
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
