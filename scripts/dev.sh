@@ -5,11 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the tests and the local sandbox use (Dovecot as the IMAP server).
-system_packages=(dovecot-imapd)
+# System packages the tests and the local sandbox use (Dovecot as the IMAP server), and Debian's
+# Chromium with its driver for the staff page's real-browser test (tests/browser.py: never a
+# browser download).
+system_packages=(dovecot-imapd chromium chromium-driver)
 
 install_system_packages() {
-  # Best effort: without Dovecot the sandbox falls back to pymap, and Dovecot tests are skipped.
+  # Best effort: without Dovecot the sandbox falls back to pymap, and Dovecot tests are skipped;
+  # without Chromium the browser test is skipped (it fails instead under CI=true).
   local missing=()
   for pkg in "${system_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -18,7 +21,7 @@ install_system_packages() {
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; else
-      echo "note: ${missing[*]} not installed and no root: the sandbox uses pymap; Dovecot tests are skipped" >&2
+      echo "note: ${missing[*]} not installed and no root: the sandbox uses pymap; tests that need them are skipped" >&2
       return 0
     fi
   fi

@@ -52,7 +52,7 @@ _serial = itertools.count(1)
 
 # Every fixture that starts a server depends on one of these (pytest lists a test's fixtures
 # with those they depend on).
-SERVER_FIXTURES = frozenset({"dovecot", "local_smtp", "oidc_provider"})
+SERVER_FIXTURES = frozenset({"dovecot", "local_smtp", "oidc_provider", "chrome"})
 
 TIERS = ("fast", "properties", "integration")
 
@@ -221,3 +221,14 @@ def oidc_provider():
 
     with running_provider() as provider:
         yield provider
+
+
+@pytest.fixture
+def chrome(tmp_path_factory):
+    """A headless Chromium driven by selenium (tests/browser.py), quit after the test. Skipped
+    when Debian's chromium or chromium-driver is missing, but failed under CI=true."""
+    from browser import running_chrome, skip_or_fail_without_a_browser
+
+    skip_or_fail_without_a_browser()
+    with running_chrome(tmp_path_factory.mktemp("chromium-profile")) as driver:
+        yield driver
