@@ -119,7 +119,7 @@ def post(browser, url, **data):
 
 
 def flash(browser, back="/") -> str:
-    found = re.search(r'<p class="flash (\w+)"[^>]*><strong>[^<]*</strong> ([^<]*)</p>', browser.get(back).text)
+    found = re.search(r'<p class="flash (\w+)".*?<span class="detail">([^<]*)</span></p>', browser.get(back).text)
     return f"{found.group(1)}: {html.unescape(found.group(2))}" if found else ""
 
 
@@ -253,7 +253,7 @@ def test_a_dossier_page_shows_where_it_stands_and_why(world):
     assert CLIENT in page and "Bon de commande.xlsx" in page
     assert "answered: form_complete" in page  # the bot's decision on the client's mail
     assert "BOSA M1036 - Bon de commande" in page  # the bot's answer, in the timeline
-    assert page.index("dossier_opened") < page.index("deadline_started")  # in order
+    assert page.index("dossier opened") < page.index("deadline started")  # in order
 
 
 # --- the list's filters --------------------------------------------------------------------------

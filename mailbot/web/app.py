@@ -150,11 +150,12 @@ def action(fn: Act) -> Callable[[Request], Awaitable[Response]]:
                 return done
 
         try:
-            request.session["flash"] = ["done", await run_in_threadpool(work)]
+            done = await run_in_threadpool(work)
+            request.session["flash"] = ["done", getattr(request.state, "action", ""), done]
             if getattr(request.state, "nudge", False):
                 request.app.state.nudge()  # once committed: the daemon beside the site looks now
         except ActionRefused as exc:
-            request.session["flash"] = ["refused", str(exc)]
+            request.session["flash"] = ["refused", "", str(exc)]
         return RedirectResponse(safe_next(form.get("back")), 303)
     return guarded
 
@@ -258,11 +259,13 @@ def mark(request: Request, staff: Staff, form: FormData, session: Session, now: 
         step = actions.Action(_field(form, "step"))
     except ValueError:
         raise ActionRefused(f"unknown step {_field(form, 'step')!r}") from None
+    request.state.action = step.value
     return actions.mark_step(session, d, step, now, staff.email, site.settings, site.calendars)
 
 
 @action
 def link(request: Request, staff: Staff, form: FormData, session: Session, now: dt.datetime) -> str:
+    request.state.action = actions.Action.LINK_ADDRESS.value
     d = _dossier(session, _scope(request, staff), request.path_params["reference"])
     return actions.link_address(session, d, _field(form, "address"), _field(form, "role") or "colleague", now,
                                 staff.email)
@@ -270,6 +273,7 @@ def link(request: Request, staff: Staff, form: FormData, session: Session, now: 
 
 @action
 def settle(request: Request, staff: Staff, form: FormData, session: Session, now: dt.datetime) -> str:
+    request.state.action = actions.Action.SETTLE_PROJECT.value
     d = _dossier(session, _scope(request, staff), request.path_params["reference"])
     return actions.settle_project(session, d, now, staff.email)
 
@@ -285,18 +289,21 @@ def _visible_message(request: Request, staff: Staff, session: Session) -> int:
 
 @action
 def release(request: Request, staff: Staff, form: FormData, session: Session, now: dt.datetime) -> str:
+    request.state.action = actions.Action.RELEASE.value
     request.state.nudge = True
     return actions.release(session, _visible_message(request, staff, session), now, staff.email)
 
 
 @action
 def handled(request: Request, staff: Staff, form: FormData, session: Session, now: dt.datetime) -> str:
+    request.state.action = actions.Action.HANDLED.value
     return actions.handled(session, _visible_message(request, staff, session), now, staff.email,
                            _field(form, "note"))
 
 
 @action
 def send_again(request: Request, staff: Staff, form: FormData, session: Session, now: dt.datetime) -> str:
+    request.state.action = actions.Action.SEND_AGAIN.value
     from mailbot.store.models import OutboxMail
 
     row = session.get(OutboxMail, request.path_params["id"])
