@@ -511,8 +511,9 @@ class Web(_Strict):
     def _sign_in(self) -> Web:
         if self.sign_in == "oidc" and self.oidc is None and self.serve:
             raise ValueError("web: sign_in = \"oidc\" needs a [web.oidc] section")
-        if self.sign_in == "demo" and not _loopback(self.host):
-            raise ValueError("web: the demo sign-in only listens on loopback (host = \"127.0.0.1\")")
+        if self.sign_in == "demo" and (not _loopback(self.host) or self.public_url):
+            raise ValueError("web: the demo sign-in is for the sandbox: loopback only (host = \"127.0.0.1\", "
+                             "no public_url)")
         return self
 
     def session_secret(self) -> str | None:

@@ -469,3 +469,24 @@ def test_the_digest_links_each_dossier_when_the_site_has_a_public_address(world)
     assert "https://mailbot.example.org" not in plain.rendered.html + plain.rendered.text
     assert '<a href="https://mailbot.example.org/dossiers/EPAY-2027-0001">EPAY-2027-0001</a>' in linked.rendered.html
     assert "EPAY-2027-0001 <https://mailbot.example.org/dossiers/EPAY-2027-0001>" in linked.rendered.text
+
+
+# --- the configuration ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("web, error", [
+    ({"sign_in": "demo", "host": "0.0.0.0"}, "the demo sign-in is for the sandbox"),  # noqa: S104 - refused: the point
+    ({"sign_in": "demo", "public_url": "https://mailbot.example.org"}, "the demo sign-in is for the sandbox"),
+    ({"serve": True, "sign_in": "oidc"}, 'sign_in = "oidc" needs a [web.oidc] section'),
+    ({"public_url": "mailbot.example.org"}, "web.public_url must be an http(s):// address"),
+    ({"oidc": {"metadata_url": "http://login.example.org/.well-known/openid-configuration", "client_id": "x"}},
+     "web.oidc.metadata_url must be an https:// address"),
+    ({"staff": {"finance": ["a@worldline.com"]}}, "web.staff names no configured mailbox"),
+])
+def test_a_web_section_that_cannot_work_is_refused_at_start(web, error):
+    from mailbot.config import parse_settings
+    from mailbot.errors import ConfigError
+
+    data = {"mailboxes": {"worldline": {"address": "ecom@worldline.com"}, "bosa": {"address": "epay@bosa.fgov.be"}},
+            "web": web}
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        parse_settings(data)
