@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from mailbot.answers.drafts import local_time
+from mailbot.clock import Clock, system_clock
 from mailbot.config import Settings
 from mailbot.context import Context
 from mailbot.history import cutoff, first_start
@@ -42,11 +43,6 @@ from mailbot.transport.sent import Filing, NullSentFolder, SentFolder
 from mailbot.transport.smtp import OutboxSender
 
 log = logging.getLogger("mailbot.daemon")
-Clock = Callable[[], dt.datetime]
-
-
-def system_clock() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 @dataclass

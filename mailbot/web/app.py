@@ -38,6 +38,7 @@ from starlette.routing import Route
 
 from mailbot.answers.reasons import ReasonTexts, load_reasons
 from mailbot.calendar import BusinessCalendar, load_calendars
+from mailbot.clock import Clock, system_clock
 from mailbot.config import Settings
 from mailbot.errors import ActionRefused
 from mailbot.resources import TEMPLATES
@@ -51,11 +52,6 @@ from mailbot.web.security import SecurityHeaders, checked_form, csrf_token
 from mailbot.web.signin import Staff, current_staff, safe_next, signin_routes
 
 LANGUAGES = ("fr", "nl", "en")
-Clock = Callable[[], dt.datetime]
-
-
-def system_clock() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 @dataclass

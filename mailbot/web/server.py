@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterator
 import uvicorn
 from sqlalchemy.engine import Engine
 
+from mailbot.clock import Clock, system_clock
 from mailbot.config import Settings
 from mailbot.errors import ConfigError
-from mailbot.web.app import Clock, create_app, system_clock
+from mailbot.web.app import create_app
 
 
 class _Quiet(uvicorn.Server):
