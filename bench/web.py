@@ -297,7 +297,7 @@ def main() -> int:
         for r in results:
             met = "met" if r.p50 < GOAL else "NOT met"
             print(f"{r.team:9} {r.path[:44]:44} {r.p50 * 1e3:5.1f} ms {r.p95 * 1e3:5.1f} ms {r.size / 1024:6.0f} "
-                  f"{r.bare50 * 1e3:6.2f} ms {r.bare95 * 1e3:6.2f} ms {r.bare_rows:5} {r.p50 / r.bare50:7.0f}  {met}")
+                  f"{r.bare50 * 1e3:6.2f} ms {r.bare95 * 1e3:6.2f} ms {r.bare_rows:5} {r.p50 / r.bare50:7.1f}  {met}")
         missed = [r for r in results if r.p50 >= GOAL]
         print()
         if missed:
