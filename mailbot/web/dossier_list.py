@@ -147,17 +147,21 @@ def dossier_list(session: Session, scope: Scope, flt: ListFilter, today: dt.date
     if flt.q.strip():
         conditions.append(_search(flt.q))
     where = and_(*conditions)
-    total = session.exec(select(func.count()).select_from(Dossier).where(where)).one()
-    pages = max(1, -(-total // PAGE_SIZE))
-    page = min(max(1, flt.page), pages)
     # The most urgent first: the earliest open deadline, then the newest dossiers. The open
     # deadlines are few (their index); a join on them, not a sub-query for each dossier.
     next_due = (select(col(Deadline.dossier_id).label("dossier_id"), func.min(Deadline.due).label("due"))
                 .where(col(Deadline.state) == "open").group_by(col(Deadline.dossier_id)).subquery())
-    dossiers = session.exec(select(Dossier).outerjoin(next_due, next_due.c.dossier_id == Dossier.id).where(where)
-                            .order_by(next_due.c.due.is_(None), next_due.c.due, col(Dossier.reference).desc())
-                            .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)).all()
-    ids = [d.id for d in dossiers]
+    # Every match's id in order, in one statement: the filters (the scope, the mail waiting for
+    # a person) run once for the count and the page, not twice; then the page's rows by id.
+    matching = list(session.exec(select(Dossier.id).outerjoin(next_due, next_due.c.dossier_id == Dossier.id)
+                                 .where(where)
+                                 .order_by(next_due.c.due.is_(None), next_due.c.due, col(Dossier.reference).desc())))
+    total = len(matching)
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(max(1, flt.page), pages)
+    ids = matching[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
+    by_id = {d.id: d for d in session.exec(select(Dossier).where(col(Dossier.id).in_(ids)))}
+    dossiers = [by_id[i] for i in ids]
     deadlines: dict[int, Deadline] = {}
     for dl in session.exec(select(Deadline).where(col(Deadline.dossier_id).in_(ids), col(Deadline.state) == "open")):
         if dl.dossier_id not in deadlines or dl.due < deadlines[dl.dossier_id].due:

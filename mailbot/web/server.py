@@ -29,7 +29,10 @@ def bind(settings: Settings) -> socket.socket:
     """The listening socket, bound now, so that a port in use is said at start-up, plainly."""
     web = settings.web
     family = socket.AF_INET6 if ":" in web.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets whose proto says TCP (0 does
+    # not), and without it Nagle holds each response's body until the client's delayed ACK of
+    # the headers: 40 ms on every page after a connection's first (bench/web.py).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((web.host, web.port))
