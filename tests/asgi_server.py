@@ -18,7 +18,7 @@ from mailbot.transport.sandbox import HOST
 @contextlib.contextmanager
 def serving(app: ASGIApp) -> Iterator[str]:
     """Serves `app` for the block; yields its base URL (http://127.0.0.1:PORT)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY: see mailbot/web/server.py
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((HOST, 0))  # bound here, so the port is ours before uvicorn starts: no race
     server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
