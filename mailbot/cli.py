@@ -191,18 +191,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             settings = settings.model_copy(update={"answers": settings.answers.model_copy(update={"shadow": True})})
         return asyncio.run(Daemon(settings).serve())
     from mailbot.transport.local import sandbox_for, sandbox_help, sandbox_settings
-    from mailbot.transport.sandbox import port_free
 
     sandbox, data = sandbox_for(folder=Path(args.sandbox) if args.sandbox else None)
     with sandbox:
         settings = sandbox_settings(sandbox, data)
-        # The staff page beside it, its demo user signed in at a click: 8025 when free.
-        web = {"serve": True, "port": 8025 if port_free("127.0.0.1", 8025, wait=0) else 0}
-        settings = settings.model_copy(update={"web": settings.web.model_copy(update=web)})
+        # The staff page beside it, its demo user signed in at a click: on 8025, or any port free.
+        settings = settings.model_copy(update={"web": settings.web.model_copy(update={"serve": True})})
         if args.shadow:
             settings = settings.model_copy(update={"answers": settings.answers.model_copy(update={"shadow": True})})
+        daemon = Daemon(settings, web_any_port=True)
         print(sandbox_help(sandbox, settings), flush=True)
-        return asyncio.run(Daemon(settings).serve())
+        if daemon.site is not None:
+            from mailbot.web.server import address
+
+            print(f"The staff page: {address(daemon.site)} (a click signs in the demo user {settings.web.demo_user})",
+                  flush=True)
+        return asyncio.run(daemon.serve())
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

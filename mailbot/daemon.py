@@ -54,6 +54,7 @@ class Daemon:
     history: bool = True
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     processed: int = 0
+    web_any_port: bool = False  # the sandbox: the staff page on any free port if its own is taken
 
     def __post_init__(self) -> None:
         if self.settings.smtp is None:
@@ -79,7 +80,7 @@ class Daemon:
         if self.settings.web.serve:
             from mailbot.web.server import bind
 
-            self.site = bind(self.settings)
+            self.site = bind(self.settings, any_port_if_taken=self.web_any_port)
         self.sender = OutboxSender(self.engine, self.run_db, smtp,
                                    tokens.credential(smtp, "smtp", smtp.host) if smtp.user else None,
                                    self.settings.daemon, self.clock, self.stop, sent=self.sent_folder)

@@ -202,13 +202,11 @@ class Demo:
         import signal
 
         from mailbot.store.db import open_database
-        from mailbot.transport.sandbox import port_free
         from mailbot.web.server import address, bind, serve
 
-        web = self.settings.web.model_copy(update={"port": 8025 if port_free("127.0.0.1", 8025, wait=0) else 0})
-        settings = self.settings.model_copy(update={"web": web})
+        settings = self.settings
         engine = open_database(settings.database.url)
-        sock = bind(settings)
+        sock = bind(settings, any_port_if_taken=True)
 
         async def main() -> None:
             stop = asyncio.Event()

@@ -57,7 +57,7 @@ def free_port(host: str = HOST) -> int:
         return sock.getsockname()[1]
 
 
-def port_free(host: str, port: int, wait: float = 2.0) -> bool:
+def _port_free(host: str, port: int, wait: float = 2.0) -> bool:
     """Whether `port` can be listened on, waiting a little: a server stopped a moment ago may
     still hold it."""
     deadline = time.monotonic() + wait
@@ -648,7 +648,7 @@ class Sandbox:
 
     def _port_for(self, label: str, kept: int | None) -> int:
         """The port kept from the last start when it is free, else a new one (and a notice)."""
-        if kept is not None and port_free(HOST, kept):
+        if kept is not None and _port_free(HOST, kept):
             return kept
         port = free_port(HOST)
         if kept is not None:

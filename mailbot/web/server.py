@@ -25,8 +25,9 @@ class _Quiet(uvicorn.Server):
         yield
 
 
-def bind(settings: Settings) -> socket.socket:
-    """The listening socket, bound now, so that a port in use is said at start-up, plainly."""
+def bind(settings: Settings, any_port_if_taken: bool = False) -> socket.socket:
+    """The listening socket, bound now, so that a port in use is said at start-up, plainly; or,
+    for the sandbox (`any_port_if_taken`), replaced by a free one."""
     web = settings.web
     family = socket.AF_INET6 if ":" in web.host else socket.AF_INET
     # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets whose proto says TCP (0 does
@@ -37,6 +38,12 @@ def bind(settings: Settings) -> socket.socket:
     try:
         sock.bind((web.host, web.port))
     except OSError as exc:
+        if any_port_if_taken:
+            try:
+                sock.bind((web.host, 0))
+                return sock
+            except OSError:
+                pass
         sock.close()
         raise ConfigError(f"web: cannot listen on {web.host}:{web.port}: {exc.strerror}") from exc
     return sock
