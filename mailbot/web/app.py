@@ -19,11 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote, urlencode
 
-from jinja2 import BaseLoader, ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from starlette.applications import Starlette
@@ -33,11 +30,11 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from mailbot.answers.reasons import ReasonTexts, load_reasons
-from mailbot.calendar import BusinessCalendar, load_calendars
+from mailbot.answers.reasons import load_reasons
+from mailbot.calendar import load_calendars
 from mailbot.clock import Clock, system_clock
 from mailbot.config import Settings
 from mailbot.errors import ActionRefused
@@ -47,70 +44,10 @@ from mailbot.web import actions
 from mailbot.web.dossier_list import AWAITED, STAGES, ListFilter, dossier_list
 from mailbot.web.dossier_page import dossier_page
 from mailbot.web.queues import needing_person, outbox_rows, quarantine
+from mailbot.web.render import LANGUAGES, Site, environment, render
 from mailbot.web.scope import Scope
-from mailbot.web.security import SecurityHeaders, checked_form, csrf_token
+from mailbot.web.security import SecurityHeaders, checked_form
 from mailbot.web.signin import Staff, current_staff, safe_next, signin_routes
-
-LANGUAGES = ("fr", "nl", "en")
-
-
-@dataclass
-class Site:
-    """What every request reads: on `app.state.site`."""
-    settings: Settings
-    engine: Engine
-    calendars: dict[str, BusinessCalendar]
-    clock: Clock
-    env: Environment
-    reasons: ReasonTexts
-
-    def now(self) -> dt.datetime:
-        return self.clock()
-
-    def today(self) -> dt.date:
-        return self.clock().astimezone(self.settings.process.zone).date()
-
-
-def _environment(settings: Settings) -> Environment:
-    shipped = PackageLoader("mailbot", "templates")
-    folder = settings.files.templates
-    loader: BaseLoader = ChoiceLoader([FileSystemLoader(str(folder)), shipped]) if folder is not None else shipped
-    env = Environment(loader=loader, autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                      undefined=StrictUndefined)
-    zone = settings.process.zone
-
-    def local(value: dt.datetime | None, with_time: bool = True) -> str:
-        if value is None:
-            return "–"
-        value = value.astimezone(zone)
-        return value.strftime("%Y-%m-%d %H:%M" if with_time else "%Y-%m-%d")
-
-    env.filters["local"] = local
-    return env
-
-
-def _language(request: Request, staff: Staff | None) -> str:
-    chosen = request.session.get("lang")
-    if chosen in LANGUAGES:
-        return chosen
-    for part in request.headers.get("accept-language", "").split(","):
-        code = part.split(";")[0].strip().lower()[:2]
-        if code in LANGUAGES:
-            return code
-    settings: Settings = request.app.state.site.settings
-    return settings.mailboxes[staff.teams[0]].language if staff and staff.teams else "fr"
-
-
-def render(request: Request, template: str, staff: Staff | None, status: int = 200, **context: Any) -> HTMLResponse:
-    site: Site = request.app.state.site
-    lang = _language(request, staff)
-    flash = request.session.pop("flash", None)
-    html = site.env.get_template(f"web/{template}").render(
-        request=request, staff=staff, lang=lang, languages=LANGUAGES, csrf=csrf_token(request), flash=flash,
-        path=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
-        say=lambda reason: site.reasons.say(reason, lang), today=site.today(), **context)
-    return HTMLResponse(html, status)
-
 
 Page = Callable[[Request, Staff], Awaitable[Response]]
 
@@ -357,6 +294,6 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock = system_cloc
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: _http_error})
     app.state.settings = settings
     app.state.site = Site(settings, engine, load_calendars(settings.files.calendars), clock,
-                          _environment(settings), load_reasons(settings.files.reasons))
+                          environment(settings), load_reasons(settings.files.reasons))
     app.state.nudge = nudge
     return app
