@@ -30,6 +30,7 @@ from starlette.routing import BaseRoute, Route
 
 from mailbot.config import Settings
 from mailbot.errors import ConfigError
+from mailbot.web.render import render
 from mailbot.web.security import checked_form, csrf_token
 
 log = logging.getLogger("mailbot.web.signin")
@@ -206,6 +207,8 @@ def _demo_routes() -> list[BaseRoute]:
     async def page(request: Request) -> Response:
         user = settings_of(request).web.demo_user
         then = safe_next(request.query_params.get("next"))
+        if hasattr(request.app.state, "site"):  # the staff site: the page in the reader's language
+            return render(request, "signin.html", None, user=user, then=then)
         return HTMLResponse(
             '<!doctype html><html lang="en"><meta charset="utf-8"><title>Sign in (demo)</title>'
             "<h1>Sign in (demo)</h1><p>This sandbox has no identity provider: it signs in its demo user, "
