@@ -38,7 +38,7 @@ from sqlmodel import select
 from test_faults import answer_counts, client_mail, header, mid, unfinished
 
 from mailbot.resources import TEMPLATES
-from mailbot.store.models import Event, Message, OutboxMail, StaffAction
+from mailbot.store.models import Event, Message, OutboxMail, Sighting, StaffAction
 from mailbot.transport.sandbox import HOST, free_port
 
 pytestmark = pytest.mark.integration  # the daemon and `mailbot web` run as processes
@@ -363,3 +363,45 @@ def test_mailbot_run_with_its_page_port_taken_does_not_start(world, tmp_path):
         config = write_config(world, tmp_path, "run.toml", serve=True, port=port)
         code, out, err = finished(mailbot("run", "--config", str(config)), 20)
     assert (code, out, err) == (2, "", f"mailbot: web: cannot listen on {HOST}:{port}: Address already in use\n")
+
+
+def archive(world: World, box: str) -> None:
+    """A person moves every mail of the mailbox's INBOX to a folder the bot does not watch."""
+    with IMAPClient(world.dovecot.host, port=world.dovecot.port, ssl=False, timeout=10) as client:
+        client.login(*world.users[box])
+        client.create_folder("Archive")
+        client.select_folder("INBOX")
+        client.move(client.search(["ALL"]), "Archive")
+
+
+@pytest.mark.parametrize("archived", [("worldline",), ("worldline", "bosa")], ids=["from-one", "from-both"])
+def test_released_mail_in_both_inboxes(world, bot, tmp_path, archived):
+    """The client wrote to Worldline with BOSA in copy: the mail is in both inboxes. A person
+    archived Worldline's copy before releasing it: BOSA's copy is taken, and answered once.
+    Both copies archived: back in the quarantine, and no watcher keeps looking for it."""
+    templates = broken_templates(tmp_path)
+    world.configure(web=WEB, files={"templates": str(templates)})
+    base = bot.start().wait_started()
+    world.append("worldline", client_mail(1, form=True))
+    msg = quarantined_mail(world, bot, mid(1))
+    world.append("bosa", client_mail(1, form=True))
+    bot.wait_for(lambda: world.count(Sighting, Sighting.message_pk == msg.id) == 2, what="BOSA's copy seen")
+    fix_templates(templates)
+    for box in archived:
+        archive(world, box)
+    gone_idle(world)
+    browser = signed_in(base)
+    act(browser, f"/mail/{msg.id}/release")
+    if archived == ("worldline",):
+        bot.wait_for(lambda: answer_counts(world) == {mid(1): 1} and unfinished(world) == 0, timeout=10,
+                     what="the released mail taken from BOSA's inbox and answered")
+        world.wait_settled()
+        assert the_mail(world, mid(1)).status == "processed"
+    else:
+        bot.wait_for(lambda: the_mail(world, mid(1)).status == "quarantined", timeout=10,
+                     what="the mail back in the quarantine")
+        assert the_mail(world, mid(1)).status_reason.startswith("taken again, but no longer in ")
+        assert f"/mail/{msg.id}/release" in browser.get("/queues").text
+        assert answer_counts(world) == {}
+    browser.close()
+    bot.stop()
