@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
+from sqlalchemy import and_
 from sqlmodel import Session, col, select
 
 from mailbot.store.models import FolderState, Message, Sighting
@@ -70,14 +71,30 @@ class FolderStateStore:
         return await self.run_db(read)
 
     async def gone(self, mailbox: str, folder: str, uidvalidity: int, uids: list[int], reason: str) -> None:
-        """Mail taken again that the server no longer has: back in the quarantine, saying so."""
+        """Mail taken again that the server no longer has in this folder: its sighting here is
+        marked gone (no UIDVALIDITY: no watcher looks for it here again), and the mail goes back
+        to the quarantine, saying so -- unless a copy seen in another watched folder may still
+        bring it (the client wrote to both mailboxes): that folder's watcher takes it, or finds
+        it gone too."""
         def change() -> None:
             with Session(self.engine) as session:
-                for msg in session.exec(select(Message).join(Sighting, col(Sighting.message_pk) == Message.id)
-                                        .where(col(Message.status) == "received", col(Sighting.mailbox) == mailbox,
-                                               col(Sighting.folder) == folder,
-                                               col(Sighting.uidvalidity) == uidvalidity,
-                                               col(Sighting.uid).in_(uids))):
+                here = list(session.exec(select(Sighting).join(Message, col(Message.id) == Sighting.message_pk)
+                                         .where(col(Message.status) == "received", col(Sighting.mailbox) == mailbox,
+                                                col(Sighting.folder) == folder,
+                                                col(Sighting.uidvalidity) == uidvalidity,
+                                                col(Sighting.uid).in_(uids))))
+                for sighting in here:
+                    sighting.uidvalidity = None
+                    session.add(sighting)
+                session.flush()
+                for pk in {s.message_pk for s in here}:
+                    if session.exec(select(Sighting.id).join(FolderState, and_(
+                            col(FolderState.mailbox) == Sighting.mailbox, col(FolderState.folder) == Sighting.folder,
+                            col(FolderState.uidvalidity) == Sighting.uidvalidity))
+                            .where(col(Sighting.message_pk) == pk, col(Sighting.uid) <= FolderState.last_uid)).first():
+                        continue  # elsewhere still: taken from there
+                    msg = session.get(Message, pk)
+                    assert msg is not None  # its sighting was just read with it
                     msg.status, msg.status_reason = "quarantined", reason
                     session.add(msg)
                 session.commit()

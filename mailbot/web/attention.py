@@ -10,8 +10,11 @@ from sqlmodel import Session, col, select
 from mailbot.mail.kinds import Kind
 from mailbot.store.models import Installation, Message, StaffAction
 
-# A person's action on a mail that settles it (web/actions.py).
-SETTLING = ("handled", "linked_address", "released")
+# A person's action on a mail that settles it (web/actions.py). A release settles it only while
+# it waits to be taken again: back in the quarantine (it failed again, or it is gone from the
+# server) or needing a person for another reason once processed, it is listed again.
+SETTLING = ("handled", "linked_address")
+RELEASED = "released"
 
 
 def needs_person() -> ColumnElement[bool]:
@@ -28,8 +31,10 @@ def needs_person() -> ColumnElement[bool]:
 
 
 def not_settled() -> ColumnElement[bool]:
-    return not_(select(StaffAction.id).where(StaffAction.message_pk == Message.id,
-                                             col(StaffAction.action).in_(SETTLING)).exists())
+    return not_(select(StaffAction.id).where(
+        StaffAction.message_pk == Message.id,
+        or_(col(StaffAction.action).in_(SETTLING),
+            and_(col(StaffAction.action) == RELEASED, col(Message.status) == "received"))).exists())
 
 
 def since_first_start(session: Session) -> ColumnElement[bool]:
