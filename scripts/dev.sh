@@ -5,16 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the tests and the local sandbox use (Dovecot as the IMAP server), and Debian's
-# Chromium with its driver for the staff page's real-browser test (tests/browser.py: never a
-# browser download).
-system_packages=(dovecot-imapd chromium chromium-driver)
+# System packages the local sandbox (and so the tests) use: Dovecot as the IMAP server.
+sandbox_packages=(dovecot-imapd)
+# And for the tests only: Debian's Chromium with its driver, for the staff page's real-browser
+# test (tests/browser.py: never a browser download).
+test_packages=(chromium chromium-driver)
 
 install_system_packages() {
   # Best effort: without Dovecot the sandbox falls back to pymap, and Dovecot tests are skipped;
   # without Chromium the browser test is skipped (it fails instead under CI=true).
   local missing=()
-  for pkg in "${system_packages[@]}"; do
+  for pkg in "$@"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -95,12 +96,12 @@ cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   demo)
-    install_system_packages
+    install_system_packages "${sandbox_packages[@]}"
     setup_venv sandbox
     exec .venv/bin/mailbot demo "$@"
     ;;
   test)
-    install_system_packages
+    install_system_packages "${sandbox_packages[@]}" "${test_packages[@]}"
     setup_venv test
     lint_gate || exit 1
     run_tests "$@"
