@@ -26,6 +26,8 @@ from oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
 from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -167,8 +169,17 @@ def mark_button(driver: Chrome, reference: str, step: str) -> list[WebElement]:
         By.CSS_SELECTOR, f"form[action='/dossiers/{reference}/mark'] button[name='step'][value='{step}']")
 
 
+def click_to_page(driver: Chrome, element: WebElement) -> None:
+    """Click what leads to another page, and wait for that page: a click that submits a form
+    returns before the browser has left the old one (its elements would then be stale)."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def choose_language(driver: Chrome, lang: str) -> None:
-    driver.find_element(By.CSS_SELECTOR, f"header form.language button[value='{lang}']").click()
+    click_to_page(driver, driver.find_element(By.CSS_SELECTOR, f"header form.language button[value='{lang}']"))
     assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == lang
 
 
@@ -191,13 +202,13 @@ def test_a_newcomer_signs_in_finds_the_late_dossier_and_marks_prevalidation_done
     # Tick "late" and search: the late dossier only.
     filters = chrome.find_element(By.CSS_SELECTOR, "form.filters")
     filters.find_element(By.CSS_SELECTOR, "input[name='late']").click()
-    filters.find_element(By.TAG_NAME, "button").click()
+    click_to_page(chrome, filters.find_element(By.TAG_NAME, "button"))
     assert parse_qs(urlsplit(chrome.current_url).query).get("late") == ["1"]
     assert listed(chrome) == [LATE_REF]
     late_filter_url = chrome.current_url
 
     # Open it: prevalidation is open, and LATE.
-    chrome.find_element(By.LINK_TEXT, LATE_REF).click()
+    click_to_page(chrome, chrome.find_element(By.LINK_TEXT, LATE_REF))
     assert urlsplit(chrome.current_url).path == f"/dossiers/{LATE_REF}"
     prevalidation = w["deadline"]["prevalidation"]
     _, party, _, due, state = deadline_row(chrome, prevalidation)
@@ -210,7 +221,7 @@ def test_a_newcomer_signs_in_finds_the_late_dossier_and_marks_prevalidation_done
     # Mark prevalidation done: "Done", the deadline met, the dossier waits for the client's papers now.
     [button] = mark_button(chrome, LATE_REF, "prevalidated")
     assert button.text == en["dossier"]["mark_prevalidated"]
-    button.click()
+    click_to_page(chrome, button)
     assert urlsplit(chrome.current_url).path == f"/dossiers/{LATE_REF}"
     flash = chrome.find_element(By.CSS_SELECTOR, "p.flash.done")
     assert flash.text.startswith(f"{en['flash']['done']}:") and staff.email.lower() in flash.text
