@@ -39,7 +39,7 @@ from mailbot.clock import Clock, system_clock
 from mailbot.config import Settings
 from mailbot.errors import ActionRefused
 from mailbot.resources import TEMPLATES
-from mailbot.store.models import Dossier
+from mailbot.store.models import Dossier, Message, OutboxMail
 from mailbot.web import actions
 from mailbot.web.dossier_list import AWAITED, STAGES, ListFilter, dossier_list
 from mailbot.web.dossier_page import dossier_page
@@ -99,7 +99,7 @@ def _scope(request: Request, staff: Staff) -> Scope:
 
 def _dossier(session: Session, scope: Scope, reference: str) -> Dossier:
     """A dossier the staff member's mailbox saw; any other is no dossier to them."""
-    found = session.exec(select(Dossier).where(Dossier.reference == reference.upper(), scope.dossier_seen())).first()
+    found = scope.dossier(session, reference)
     if found is None:
         raise ActionRefused(f"no dossier {reference}")
     return found
@@ -212,8 +212,6 @@ def settle(request: Request, staff: Staff, form: FormData, session: Session, now
 
 
 def _visible_message(request: Request, staff: Staff, session: Session) -> int:
-    from mailbot.store.models import Message
-
     pk = request.path_params["pk"]
     if session.exec(select(Message.id).where(Message.id == pk, _scope(request, staff).message_seen())).first() is None:
         raise ActionRefused(f"no mail {pk}")
@@ -237,8 +235,6 @@ def handled(request: Request, staff: Staff, form: FormData, session: Session, no
 @action
 def send_again(request: Request, staff: Staff, form: FormData, session: Session, now: dt.datetime) -> str:
     request.state.action = actions.Action.SEND_AGAIN.value
-    from mailbot.store.models import OutboxMail
-
     row = session.get(OutboxMail, request.path_params["id"])
     if row is None or not _scope(request, staff).sees(row):
         raise ActionRefused(f"no outbox mail {request.path_params['id']}")

@@ -166,7 +166,7 @@ def dossier_list(session: Session, scope: Scope, flt: ListFilter, today: dt.date
     for dl in session.exec(select(Deadline).where(col(Deadline.dossier_id).in_(ids), col(Deadline.state) == "open")):
         if dl.dossier_id not in deadlines or dl.due < deadlines[dl.dossier_id].due:
             deadlines[dl.dossier_id] = dl
-    flagged = _flagged(session, list(dossiers))
+    flagged = _flagged(session, dossiers)
     rows = []
     for d in dossiers:
         assert d.id is not None  # read back

@@ -88,8 +88,7 @@ class DossierPage:
 
 def dossier_page(session: Session, scope: Scope, reference: str) -> DossierPage | None:
     """None when there is no such dossier or the staff member's mailbox never saw it."""
-    dossier = session.exec(select(Dossier).where(Dossier.reference == reference.upper(),
-                                                 scope.dossier_seen())).first()
+    dossier = scope.dossier(session, reference)
     if dossier is None:
         return None
     assert dossier.id is not None  # read back

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, false
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from mailbot.config import Settings
 from mailbot.store.models import Dossier, Message, OutboxMail, Sighting
@@ -40,6 +40,11 @@ class Scope:
         # Nested, not a join: SQLite then walks the dossier's mail by its index, then each mail's
         # sightings, instead of every sighting of the mailbox.
         return select(Message.id).where(col(Message.dossier_id) == Dossier.id, self.message_seen()).exists()
+
+    def dossier(self, session: Session, reference: str) -> Dossier | None:
+        """The dossier of `reference` when the scope's mailboxes saw it; to the others, none."""
+        return session.exec(select(Dossier).where(col(Dossier.reference) == reference.upper(),
+                                                  self.dossier_seen())).first()
 
     def sees(self, mail: OutboxMail) -> bool:
         if mail.sender.lower() in self.addresses:
