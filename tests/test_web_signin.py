@@ -11,12 +11,13 @@ import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 from asgi_server import serving
 from oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
+from sqlalchemy import create_engine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -25,10 +26,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from mailbot.answers.reasons import load_reasons
+from mailbot.clock import system_clock
 from mailbot.config import Settings, parse_settings
 from mailbot.resources import SANDBOX_CONFIG
+from mailbot.web.render import Site as WebSite, environment
 from mailbot.web.security import csrf_token
-from mailbot.web.signin import current_staff, safe_next, signin_routes
+from mailbot.web.signin import Refusal, current_staff, safe_next, signin_routes
 
 MORAD = "morad.staff@worldline.localhost"  # on Worldline's list in the sandbox configuration
 SERVICE_MANAGER = "service.manager@bosa.localhost"  # on BOSA's
@@ -65,7 +69,13 @@ def make_app(settings: Settings) -> Starlette:
     app = Starlette(routes=[*signin_routes(settings), Route("/", whoami), Route("/app/{path:path}", whoami)],
                     middleware=[Middleware(SessionMiddleware, secret_key=secrets.token_urlsafe(32))])
     app.state.settings = settings
+    # The staff site's rendering, for the sign-in's own pages (in the reader's language).
+    app.state.site = WebSite(settings, create_engine("sqlite://"), {}, system_clock, environment(settings),
+                             load_reasons(settings.files.reasons))
     return app
+
+
+ENGLISH = {"accept-language": "en"}  # the browser's language: these tests read the English texts
 
 
 @dataclass
@@ -75,7 +85,7 @@ class Site:
     provider: OidcProvider
 
     def browser(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base, follow_redirects=True, timeout=30)
+        return httpx.Client(base_url=self.base, follow_redirects=True, timeout=30, headers=ENGLISH)
 
     def sign_in(self, browser: httpx.Client, next: str | None = None) -> httpx.Response:
         return browser.get("/signin", params={"next": next} if next is not None else None)
@@ -144,6 +154,22 @@ def test_someone_on_no_list_is_refused_saying_who_they_are(site: Site):
         assert "not on the staff list" in page.text
         assert signed_in(browser) is None
     assert site.provider.outcomes("token") == ["issued"]  # the provider did sign her in: the app refused
+
+
+@pytest.mark.parametrize("lang, title, said", [
+    ("fr", "Absent·e de la liste du personnel", "Vous êtes connecté·e auprès de votre organisation en tant que"),
+    ("nl", "Niet op de personeelslijst", "U bent bij uw organisatie aangemeld als")])
+def test_a_refusal_is_in_the_browsers_language(site: Site, lang: str, title: str, said: str):
+    """Belgian staff read French or Dutch: the refusal too, before anyone is signed in."""
+    with site.browser() as browser:
+        site.provider.sign_in_as("eve.outsider@worldline.localhost", "Eve <b>Outsider</b>")
+        browser.headers["accept-language"] = f"{lang}-BE,{lang};q=0.9,en;q=0.5"
+        page = site.sign_in(browser)
+        assert page.status_code == 403
+        assert f'<html lang="{lang}">' in page.text and f"<h1>{title}</h1>" in page.text
+        assert f"{said} <strong>Eve &lt;b&gt;Outsider&lt;/b&gt; &lt;eve.outsider@worldline.localhost&gt;</strong>" \
+            in page.text
+        assert "staff list" not in page.text
 
 
 def test_an_unverified_address_is_refused(site: Site):
@@ -289,7 +315,7 @@ def test_an_unreachable_provider_gives_a_clear_page(monkeypatch):
     monkeypatch.setenv(SECRET_ENV, CLIENT_SECRET)
     with closed_port() as port:
         app = make_app(oidc_settings(f"http://127.0.0.1:{port}/.well-known/openid-configuration"))
-        with TestClient(app) as browser:
+        with TestClient(app, headers=ENGLISH) as browser:
             page = browser.get("/signin", follow_redirects=False)
             assert page.status_code == 502 and "cannot be reached" in page.text
 
@@ -311,7 +337,7 @@ def demo_app(**web: Any) -> Starlette:
 
 
 def test_demo_signs_in_the_demo_user_with_a_csrf_token():
-    with TestClient(demo_app()) as browser:
+    with TestClient(demo_app(), headers=ENGLISH) as browser:
         form = browser.get("/signin", params={"next": "/app/dossiers"})
         assert form.status_code == 200 and 'action="/signin/demo"' in form.text and MORAD in form.text
         token = form.text.split('name="csrf" value="')[1].split('"')[0]
@@ -324,7 +350,7 @@ def test_demo_signs_in_the_demo_user_with_a_csrf_token():
 
 
 def test_demo_user_on_no_list_is_refused():
-    with TestClient(demo_app(demo_user="visitor@worldline.localhost")) as browser:
+    with TestClient(demo_app(demo_user="visitor@worldline.localhost"), headers=ENGLISH) as browser:
         form = browser.get("/signin")
         token = form.text.split('name="csrf" value="')[1].split('"')[0]
         page = browser.post("/signin/demo", data={"csrf": token})
@@ -333,6 +359,15 @@ def test_demo_user_on_no_list_is_refused():
 
 
 # --- pure ------------------------------------------------------------------------------------------
+
+def test_every_refusal_has_its_title_and_text_in_every_language():
+    env = environment(parse_settings(sandbox_data()))
+    for lang in ("fr", "nl", "en"):
+        refused = env.get_template(f"web/_ui_{lang}.j2").module.ui["refused"]  # type: ignore[attr-defined]
+        assert set(refused) == {*get_args(Refusal), "again", "signed_in_as"}, lang
+        for what in get_args(Refusal):
+            assert refused[what]["title"].strip() and refused[what]["text"].strip(), (lang, what)
+
 
 @pytest.mark.parametrize(("value", "expected"), [
     ("/app/dossiers?step=late", "/app/dossiers?step=late"), ("/", "/"), (None, "/"), ("", "/"),

@@ -5,14 +5,13 @@ and the lists are read again on every request."""
 
 from __future__ import annotations
 
-import html
 import importlib
 import importlib.util
 import logging
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 # authlib 1.7+ warns at import that it prefers httpx2 to httpx; it works with either (both are
@@ -31,7 +30,7 @@ from starlette.routing import BaseRoute, Route
 from mailbot.config import Settings
 from mailbot.errors import ConfigError
 from mailbot.web.render import render
-from mailbot.web.security import checked_form, csrf_token
+from mailbot.web.security import checked_form
 
 log = logging.getLogger("mailbot.web.signin")
 
@@ -103,20 +102,19 @@ def _sign_in(request: Request, email: str, name: str, then: str) -> RedirectResp
     return RedirectResponse(then, status_code=303)
 
 
-def _page(status: int, title: str, *paragraphs: str) -> HTMLResponse:
-    """A plain page; every text is escaped here."""
-    body = "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
-    return HTMLResponse(f'<!doctype html><html lang="en"><meta charset="utf-8"><title>{html.escape(title)}</title>'
-                        f'<h1>{html.escape(title)}</h1>{body}<p><a href="/signin">Sign in again</a></p></html>',
-                        status_code=status)
+# Why a sign-in did not happen: each has its title and text in the page's words (_ui_xx.j2 "refused").
+Refusal = Literal["unreachable", "cancelled", "out_of_step", "token_failed", "no_id_token", "no_address",
+                  "unverified", "not_staff"]
 
 
-def _not_staff(email: str, name: str) -> HTMLResponse:
-    who = f"{name} <{email}>" if name and name != email else email
-    return _page(403, "Not on the staff list",
-                 f"You are signed in at your organisation as {who}.",
-                 "That address is not on the staff list of Worldline or BOSA for this page. "
-                 "Ask the person who runs mailbot to add it, or sign in with another account.")
+def _refused(request: Request, status: int, what: Refusal, *, who: str = "", detail: str = "") -> HTMLResponse:
+    """Why the sign-in did not happen, in the reader's language: `who` the identity the
+    provider vouched for, `detail` a value shown as is."""
+    return render(request, "signin_refused.html", None, status, what=what, who=who, detail=detail)
+
+
+def _not_staff(request: Request, email: str, name: str) -> HTMLResponse:
+    return _refused(request, 403, "not_staff", who=f"{name} <{email}>" if name and name != email else email)
 
 
 async def signout(request: Request) -> Response:
@@ -158,8 +156,7 @@ def _oidc_routes(settings: Settings) -> list[BaseRoute]:
             return await client.authorize_redirect(request, callback)
         except UNREACHABLE as error:
             log.warning("identity provider unreachable", extra={"error": repr(error)})
-            return _page(502, "The sign-in service cannot be reached",
-                         "The organisation's identity provider did not answer. Try again in a few minutes.")
+            return _refused(request, 502, "unreachable")
 
     async def callback(request: Request) -> Response:
         try:
@@ -168,32 +165,26 @@ def _oidc_routes(settings: Settings) -> list[BaseRoute]:
             log.info("sign-in refused by the provider or out of step",
                      extra={"error": error.error, "description": error.description})
             if error.error == "access_denied":
-                return _page(403, "Sign-in cancelled",
-                             "The identity provider did not sign you in (access denied).")
-            return _page(400, "Sign-in failed",
-                         f"The sign-in could not be completed ({error.error}): it was started in another "
-                         "window, already used, or too old. Start again from the sign-in page.")
+                return _refused(request, 403, "cancelled")
+            return _refused(request, 400, "out_of_step", detail=str(error.error))
         except JoseError as error:
             log.warning("id token failed its checks", extra={"error": repr(error)})
-            return _page(403, "Sign-in refused",
-                         "The identity provider's answer failed its checks (signature, audience or nonce).")
+            return _refused(request, 403, "token_failed")
         except UNREACHABLE as error:
             log.warning("identity provider unreachable", extra={"error": repr(error)})
-            return _page(502, "The sign-in service cannot be reached",
-                         "The organisation's identity provider did not answer as expected. Try again.")
+            return _refused(request, 502, "unreachable")
         claims = token.get("userinfo")
         if not claims:
-            return _page(400, "Sign-in failed", "The identity provider sent no id token.")
+            return _refused(request, 400, "no_id_token")
         email, name = claims.get(oidc.email_claim), claims.get("name")
         if not isinstance(email, str) or "@" not in email:
-            return _page(403, "Sign-in refused", f"The identity provider sent no address in {oidc.email_claim!r}.")
+            return _refused(request, 403, "no_address", detail=oidc.email_claim)
         name = name if isinstance(name, str) and name.strip() else email
         if oidc.email_claim == "email" and claims.get("email_verified") is False:
-            return _page(403, "Sign-in refused",
-                         f"The identity provider says the address {email} is not verified.")
+            return _refused(request, 403, "unverified", detail=email)
         if not teams_of(settings_of(request), email):
             log.info("sign-in of an address on no staff list", extra={"address": email})
-            return _not_staff(email, name)
+            return _not_staff(request, email, name)
         log.info("staff signed in", extra={"address": email.lower()})
         return _sign_in(request, email, name, safe_next(request.session.get(NEXT)))
 
@@ -207,22 +198,13 @@ def _demo_routes() -> list[BaseRoute]:
     async def page(request: Request) -> Response:
         user = settings_of(request).web.demo_user
         then = safe_next(request.query_params.get("next"))
-        if hasattr(request.app.state, "site"):  # the staff site: the page in the reader's language
-            return render(request, "signin.html", None, user=user, then=then)
-        return HTMLResponse(
-            '<!doctype html><html lang="en"><meta charset="utf-8"><title>Sign in (demo)</title>'
-            "<h1>Sign in (demo)</h1><p>This sandbox has no identity provider: it signs in its demo user, "
-            f"{html.escape(user)}.</p>"
-            '<form method="post" action="/signin/demo">'
-            f'<input type="hidden" name="csrf" value="{html.escape(csrf_token(request))}">'
-            f'<input type="hidden" name="next" value="{html.escape(then)}">'
-            f"<button>Sign in as {html.escape(user)}</button></form></html>")
+        return render(request, "signin.html", None, user=user, then=then)
 
     async def demo(request: Request) -> Response:
         form = await checked_form(request)
         user = settings_of(request).web.demo_user
         if not teams_of(settings_of(request), user):
-            return _not_staff(user, user)
+            return _not_staff(request, user, user)
         return _sign_in(request, user, user.split("@")[0], safe_next(form.get("next")))
 
     return [Route("/signin", page, methods=["GET"], name="signin"),
