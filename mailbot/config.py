@@ -558,6 +558,12 @@ class Settings(_Strict):
         """Who may sign in to the staff page as a member of `team`."""
         return self.web.staff.get(team, self.mailboxes[team].staff)
 
+    def watched_folders(self) -> tuple[tuple[str, str], ...]:
+        """(mailbox, folder) of every folder the daemon watches: each IMAP mailbox's inbox and
+        sent folder."""
+        return tuple((name, folder) for name, box in self.mailboxes.items() if box.imap is not None
+                     for folder in dict.fromkeys((box.imap.inbox, box.imap.sent)))
+
     def mailbox_of(self, address: str) -> str | None:
         """The name of the watched mailbox whose shared address or staff list has `address`."""
         address = address.lower()

@@ -126,15 +126,13 @@ class Daemon:
         return True
 
     def watchers(self) -> list[FolderWatcher]:
-        out = []
-        for name, box in self.settings.mailboxes.items():
-            if box.imap is None:
-                continue
-            for folder in dict.fromkeys((box.imap.inbox, box.imap.sent)):
-                out.append(FolderWatcher(name, folder, box.imap, self.passwords[name], self.process, self.state,
-                                         self.settings.daemon, self.stop))
-        self._watchers = out
-        return out
+        self._watchers = []
+        for name, folder in self.settings.watched_folders():
+            imap = self.settings.mailboxes[name].imap
+            assert imap is not None  # a watched folder's mailbox is on IMAP
+            self._watchers.append(FolderWatcher(name, folder, imap, self.passwords[name], self.process, self.state,
+                                                self.settings.daemon, self.stop))
+        return self._watchers
 
     def nudge(self) -> None:
         """The staff page beside the daemon released a mail or sent an answer again: the watchers

@@ -88,10 +88,7 @@ class FolderStateStore:
                     session.add(sighting)
                 session.flush()
                 for pk in {s.message_pk for s in here}:
-                    if session.exec(select(Sighting.id).join(FolderState, and_(
-                            col(FolderState.mailbox) == Sighting.mailbox, col(FolderState.folder) == Sighting.folder,
-                            col(FolderState.uidvalidity) == Sighting.uidvalidity))
-                            .where(col(Sighting.message_pk) == pk, col(Sighting.uid) <= FolderState.last_uid)).first():
+                    if still_on_server(session, pk):
                         continue  # elsewhere still: taken from there
                     msg = session.get(Message, pk)
                     assert msg is not None  # its sighting was just read with it
@@ -99,3 +96,12 @@ class FolderStateStore:
                     session.add(msg)
                 session.commit()
         await self.run_db(change)
+
+
+def still_on_server(session: Session, message_pk: int) -> bool:
+    """Whether a watcher can fetch the mail again: it was seen at a UID already passed in a folder
+    whose UIDVALIDITY has not changed since."""
+    return session.exec(select(Sighting.id).join(FolderState, and_(
+        col(FolderState.mailbox) == Sighting.mailbox, col(FolderState.folder) == Sighting.folder,
+        col(FolderState.uidvalidity) == Sighting.uidvalidity))
+        .where(col(Sighting.message_pk) == message_pk, col(Sighting.uid) <= FolderState.last_uid)).first() is not None
