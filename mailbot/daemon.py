@@ -66,7 +66,7 @@ class Daemon:
         daemon = self.settings.daemon
         self.readers = Readers(self.ctx.form_rules, self.ctx.document_rules, daemon.readers,
                                daemon.read_timeout_seconds, daemon.read_memory_mb)
-        self.state = FolderStateStore(self.engine, self.run_db, self.clock)
+        self.state = FolderStateStore(self.engine, self.run_db, self.clock, self.settings.watched_folders())
         # A password, or an OAuthLogin (a use of a token source shared by identical oauth2 sections).
         tokens = TokenSources()
         self.passwords = {name: tokens.credential(box.imap, f"mailboxes.{name}.imap", box.imap.host)

@@ -17,7 +17,10 @@ async def run_db(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
-def released_in_both_inboxes(tmp_path) -> tuple[FolderStateStore, int]:
+WATCHED = (("worldline", "INBOX"), ("worldline", "Sent"), ("bosa", "INBOX"), ("bosa", "Sent"))
+
+
+def released_in_both_inboxes(tmp_path, watched=WATCHED) -> tuple[FolderStateStore, int]:
     """A mail the client sent to both mailboxes (seen in both INBOXes), let out of the quarantine."""
     engine = open_database(f"sqlite:///{tmp_path}/f.sqlite")
     with Session(engine) as s:
@@ -31,7 +34,7 @@ def released_in_both_inboxes(tmp_path) -> tuple[FolderStateStore, int]:
         s.add(Sighting(message_pk=msg.id, mailbox="bosa", folder="INBOX", uidvalidity=9, uid=3, seen_at=NOW))
         s.commit()
         pk = msg.id
-    return FolderStateStore(engine, run_db, lambda: NOW), pk
+    return FolderStateStore(engine, run_db, lambda: NOW, watched), pk
 
 
 def status(store: FolderStateStore, pk: int) -> tuple[str, str]:
@@ -62,5 +65,13 @@ def test_mail_gone_from_its_only_folder_goes_back_to_the_quarantine(tmp_path):
         row.uidvalidity = 10
         s.add(row)
         s.commit()
+    asyncio.run(store.gone("worldline", "INBOX", 7, [5], "no longer in worldline INBOX"))
+    assert status(store, pk) == ("quarantined", "no longer in worldline INBOX")
+
+
+def test_mail_gone_from_its_folder_whose_other_copy_is_in_a_folder_no_longer_watched(tmp_path):
+    """BOSA's mailbox was watched when the mail came, and is not now (taken out of the
+    configuration): nothing will take the mail from there, so it goes back to the quarantine."""
+    store, pk = released_in_both_inboxes(tmp_path, watched=(("worldline", "INBOX"), ("worldline", "Sent")))
     asyncio.run(store.gone("worldline", "INBOX", 7, [5], "no longer in worldline INBOX"))
     assert status(store, pk) == ("quarantined", "no longer in worldline INBOX")

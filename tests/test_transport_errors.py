@@ -94,7 +94,7 @@ class Watched:
         async def run_db(fn, *args):
             return await asyncio.to_thread(fn, *args)
 
-        store = FolderStateStore(self.engine, run_db, lambda: dt.datetime.now(dt.UTC))
+        store = FolderStateStore(self.engine, run_db, lambda: dt.datetime.now(dt.UTC), [("worldline", "INBOX")])
         self.watcher = FolderWatcher("worldline", "INBOX", cfg, password, process, store,
                                      Daemon(backoff_max_seconds=0.5, imap_timeout_seconds=5), self.stop)
 

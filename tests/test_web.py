@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 
 from mailbot.answers.digest import digest_draft
 from mailbot.answers.render import Renderer
-from mailbot.config import load_settings
+from mailbot.config import Imap, Settings, load_settings
 from mailbot.context import Context
 from mailbot.dossiers.state import stage, waiting_for
 from mailbot.forms import load_rules
@@ -38,6 +38,7 @@ from mailbot.store.models import (
     Deadline,
     Dossier,
     Event,
+    FolderState,
     Message,
     OutboxMail,
     PendingChange,
@@ -95,8 +96,16 @@ def world(ctx):
     return ctx
 
 
-def client(ctx, user=MORAD, *, sign_in=True, **web) -> TestClient:
-    settings = SETTINGS.model_copy(update={"web": SETTINGS.web.model_copy(update={"demo_user": user, **web})})
+def on_imap(settings: Settings) -> Settings:
+    """`settings` with both mailboxes on IMAP, their INBOX and Sent watched (on a loopback port no
+    test connects to: the site only reads which folders are watched)."""
+    boxes = {name: box.model_copy(update={"imap": Imap(host="127.0.0.1", port=9, user=name, security="plain")})
+             for name, box in settings.mailboxes.items()}
+    return settings.model_copy(update={"mailboxes": boxes})
+
+
+def client(ctx, user=MORAD, *, sign_in=True, settings=SETTINGS, **web) -> TestClient:
+    settings = settings.model_copy(update={"web": settings.web.model_copy(update={"demo_user": user, **web})})
     app = create_app(settings, ctx.engine, clock=lambda: NOW)
     browser = TestClient(app, base_url="http://127.0.0.1", follow_redirects=False, headers={"accept-language": "en"})
     if sign_in:
@@ -387,14 +396,26 @@ def test_settle_two_dossiers_claiming_one_project(world):
     assert flash(browser) == "refused: EPAY-2027-0001: no other dossier claims its project"
 
 
-def test_release_a_quarantined_mail_and_mark_a_mail_dealt_with(world):
-    with Session(world.engine) as s:
+def quarantine_on_the_server(ctx, uidvalidity_now=7, inbox_watched=True) -> int:
+    """The client's first mail, failed and set aside, seen at UID 4 of Worldline's INBOX under
+    UIDVALIDITY 7; the INBOX's watcher at UID 9 under `uidvalidity_now`."""
+    with Session(ctx.engine) as s:
         msg = s.exec(select(Message).where(Message.sender == CLIENT)).first()
         msg.status, msg.status_reason, msg.attempts = "quarantined", "ValueError: broken", 3
         s.add(msg)
+        for sighting in s.exec(select(Sighting).where(Sighting.message_pk == msg.id)):
+            s.delete(sighting)
+        s.add(Sighting(message_pk=msg.id, mailbox="worldline", folder="INBOX" if inbox_watched else "Archive",
+                       uidvalidity=7, uid=4, seen_at=AT))
+        s.add(FolderState(mailbox="worldline", folder="INBOX" if inbox_watched else "Archive",
+                          uidvalidity=uidvalidity_now, last_uid=9))
         s.commit()
-        pk = msg.id
-    browser = client(world)
+        return msg.id
+
+
+def test_release_a_quarantined_mail_and_mark_a_mail_dealt_with(world):
+    pk = quarantine_on_the_server(world)
+    browser = client(world, settings=on_imap(SETTINGS))
     assert "ValueError: broken" in browser.get("/queues").text
     post(browser, f"/mail/{pk}/release", back="/queues")
     assert flash(browser, "/queues").startswith(f"done: mail {pk} released")
@@ -415,6 +436,25 @@ def test_release_a_quarantined_mail_and_mark_a_mail_dealt_with(world):
     assert "q2@sambreville.be" not in browser.get("/attention").text
     assert [a.action for a in actions(world)] == ["released", "handled"]
     assert actions(world)[1].detail == "answered by phone"
+
+
+@pytest.mark.parametrize("uidvalidity_now, inbox_watched", [(8, True), (7, False)],
+                         ids=["folder-renumbered", "folder-no-longer-watched"])
+def test_a_quarantined_mail_no_watcher_can_fetch_is_not_released(world, uidvalidity_now, inbox_watched):
+    """The bot keeps no copy of a mail: with no watched folder still holding it, a release would
+    leave it waiting for ever. The page says so instead of offering it, and refuses it."""
+    pk = quarantine_on_the_server(world, uidvalidity_now, inbox_watched)
+    browser = client(world, settings=on_imap(SETTINGS))
+    queues = browser.get("/queues").text
+    assert "ValueError: broken" in queues and f'action="/mail/{pk}/release"' not in queues
+    assert "No longer in a mail folder the bot watches: it cannot be taken again." in queues
+    post(browser, f"/mail/{pk}/release", back="/queues")
+    assert flash(browser, "/queues").startswith(f"refused: mail {pk} cannot be taken again: no folder the bot watches")
+    with Session(world.engine) as s:
+        msg = s.get(Message, pk)
+    assert (msg.status, msg.status_reason) == ("quarantined", "ValueError: broken")
+    assert actions(world) == []
+    assert f"/mail/{pk}/handled" in browser.get("/attention").text  # still a person's to deal with
 
 
 def test_send_a_failed_answer_again(world):

@@ -227,8 +227,11 @@ def test_released_mail_gone_from_the_server_goes_back_to_the_quarantine(world, b
                  what="the mail back in the quarantine")
     again = the_mail(world, mid(1))
     assert again.status_reason == "taken again, but no longer in worldline INBOX on the server"
-    # Shown to staff again: in the quarantine and with the mail that needs a person.
-    assert f"/mail/{msg.id}/release" in browser.get("/queues").text
+    # Shown to staff again: in the quarantine, not to be released again (no watched folder has it
+    # now), and with the mail that needs a person.
+    queues = browser.get("/queues").text
+    assert again.subject in queues and f"/mail/{msg.id}/release" not in queues
+    assert "ne peut pas être repris" in queues
     assert again.subject in browser.get("/attention").text
     # The loop goes on: the next mail is taken and answered.
     world.append("worldline", client_mail(2, form=True))
@@ -401,7 +404,8 @@ def test_released_mail_in_both_inboxes(world, bot, tmp_path, archived):
         bot.wait_for(lambda: the_mail(world, mid(1)).status == "quarantined", timeout=10,
                      what="the mail back in the quarantine")
         assert the_mail(world, mid(1)).status_reason.startswith("taken again, but no longer in ")
-        assert f"/mail/{msg.id}/release" in browser.get("/queues").text
+        queues = browser.get("/queues").text
+        assert f"/mail/{msg.id}/release" not in queues and "ne peut pas être repris" in queues
         assert answer_counts(world) == {}
     browser.close()
     bot.stop()

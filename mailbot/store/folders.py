@@ -4,9 +4,9 @@ the last contact and the last error (the FolderState rows)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from sqlalchemy import and_
+from sqlalchemy import and_, false, or_
 from sqlmodel import Session, col, select
 
 from mailbot.store.models import FolderState, Message, Sighting
@@ -15,8 +15,10 @@ from mailbot.store.models import FolderState, Message, Sighting
 class FolderStateStore:
     """FolderState rows, written through the daemon's single database thread."""
 
-    def __init__(self, engine, run_db: Callable, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(self, engine, run_db: Callable, clock: Callable[[], dt.datetime],
+                 watched: Iterable[tuple[str, str]]) -> None:
         self.engine, self.run_db, self.clock = engine, run_db, clock
+        self.watched = tuple(watched)  # (mailbox, folder): Settings.watched_folders()
 
     def _row(self, session: Session, mailbox: str, folder: str) -> FolderState:
         row = session.exec(select(FolderState).where(FolderState.mailbox == mailbox,
@@ -88,7 +90,7 @@ class FolderStateStore:
                     session.add(sighting)
                 session.flush()
                 for pk in {s.message_pk for s in here}:
-                    if still_on_server(session, pk):
+                    if still_on_server(session, pk, self.watched):
                         continue  # elsewhere still: taken from there
                     msg = session.get(Message, pk)
                     assert msg is not None  # its sighting was just read with it
@@ -98,10 +100,13 @@ class FolderStateStore:
         await self.run_db(change)
 
 
-def still_on_server(session: Session, message_pk: int) -> bool:
+def still_on_server(session: Session, message_pk: int, watched: Iterable[tuple[str, str]]) -> bool:
     """Whether a watcher can fetch the mail again: it was seen at a UID already passed in a folder
-    whose UIDVALIDITY has not changed since."""
+    still watched ((mailbox, folder) in `watched`) whose UIDVALIDITY has not changed since."""
+    in_watched = or_(false(), *(and_(col(Sighting.mailbox) == mailbox, col(Sighting.folder) == folder)
+                                for mailbox, folder in watched))
     return session.exec(select(Sighting.id).join(FolderState, and_(
         col(FolderState.mailbox) == Sighting.mailbox, col(FolderState.folder) == Sighting.folder,
         col(FolderState.uidvalidity) == Sighting.uidvalidity))
-        .where(col(Sighting.message_pk) == message_pk, col(Sighting.uid) <= FolderState.last_uid)).first() is not None
+        .where(col(Sighting.message_pk) == message_pk, col(Sighting.uid) <= FolderState.last_uid, in_watched)
+    ).first() is not None

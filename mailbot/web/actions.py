@@ -16,6 +16,7 @@ from mailbot.config import Settings
 from mailbot.dossiers.process import link_contact, mark_done
 from mailbot.errors import ActionRefused, OutboxStateError
 from mailbot.outbox import send_again
+from mailbot.store.folders import still_on_server
 from mailbot.store.models import Dossier, Event, Message, OutboxMail, StaffAction
 
 
@@ -100,12 +101,18 @@ def settle_project(session: Session, kept: Dossier, at: dt.datetime, who: str) -
     return f"{kept.reference} is the project's dossier; set apart: {names}"
 
 
-def release(session: Session, message_pk: int, at: dt.datetime, who: str) -> str:
+def release(session: Session, message_pk: int, at: dt.datetime, who: str,
+            watched: tuple[tuple[str, str], ...]) -> str:
     """A quarantined mail gets another try: the watcher of each folder it was seen in fetches
-    it again at its next round (web/attention.py stops listing it)."""
+    it again at its next round (web/attention.py stops listing it). Only while a watched folder
+    still has it: the bot keeps no copy of the mail itself."""
     msg = session.get(Message, message_pk)
     if msg is None or msg.status != "quarantined":
         raise ActionRefused(f"mail {message_pk} is not in the quarantine")
+    if not still_on_server(session, message_pk, watched):
+        raise ActionRefused(f"mail {message_pk} cannot be taken again: no folder the bot watches can fetch it "
+                            "(found gone from the server before, its folder renumbered, or no longer watched); "
+                            "have the sender send it again, or mark it dealt with")
     was = msg.status_reason
     msg.status, msg.attempts = "received", 0
     msg.status_reason = f"released by {who} for another try (was: {was})"[:2000]

@@ -171,7 +171,7 @@ async def queues(request: Request, staff: Staff) -> Response:
     def read():
         with Session(site.engine) as session:
             scope = _scope(request, staff)
-            return quarantine(session, scope), outbox_rows(session, scope)
+            return quarantine(session, scope, site.settings.watched_folders()), outbox_rows(session, scope)
 
     held, out = await run_in_threadpool(read)
     return render(request, "queues.html", staff, quarantined=held, outbox=out)
@@ -222,7 +222,8 @@ def _visible_message(request: Request, staff: Staff, session: Session) -> int:
 def release(request: Request, staff: Staff, form: FormData, session: Session, now: dt.datetime) -> str:
     request.state.action = actions.Action.RELEASE.value
     request.state.nudge = True
-    return actions.release(session, _visible_message(request, staff, session), now, staff.email)
+    return actions.release(session, _visible_message(request, staff, session), now, staff.email,
+                           request.app.state.site.settings.watched_folders())
 
 
 @action

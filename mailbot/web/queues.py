@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 from mailbot.answers.digest import needs_person_reason
 from mailbot.answers.reasons import Reason
 from mailbot.outbox import UNSENT, OutboxState
+from mailbot.store.folders import still_on_server
 from mailbot.store.models import Dossier, Message, OutboxMail
 from mailbot.web.attention import waiting
 from mailbot.web.scope import Scope
@@ -30,6 +31,7 @@ class MailRow:
     reason: Reason | str
     dossier: str | None
     attempts: int = 0
+    takeable: bool = True  # a watcher can fetch it again (the quarantine's release)
 
 
 @dataclass(frozen=True)
@@ -52,21 +54,23 @@ def _references(session: Session, ids: set[int | None]) -> dict[int, str]:
             if i is not None}
 
 
-def _mail_rows(session: Session, messages: list[Message]) -> list[MailRow]:
+def _mail_rows(session: Session, messages: list[Message],
+               watched: tuple[tuple[str, str], ...] | None = None) -> list[MailRow]:
     refs = _references(session, {m.dossier_id for m in messages})
     rows = []
     for m in messages:
         assert m.id is not None  # read back
         reason = needs_person_reason(m) or m.status_reason
         rows.append(MailRow(m.id, m.received_at, m.sender or "", m.subject, m.kind, reason,
-                            refs.get(m.dossier_id) if m.dossier_id else None, m.attempts))
+                            refs.get(m.dossier_id) if m.dossier_id else None, m.attempts,
+                            watched is None or still_on_server(session, m.id, watched)))
     return rows
 
 
-def quarantine(session: Session, scope: Scope) -> list[MailRow]:
+def quarantine(session: Session, scope: Scope, watched: tuple[tuple[str, str], ...]) -> list[MailRow]:
     return _mail_rows(session, list(session.exec(
         select(Message).where(Message.status == "quarantined", scope.message_seen())
-        .order_by(col(Message.received_at)).limit(LIMIT))))
+        .order_by(col(Message.received_at)).limit(LIMIT))), watched)
 
 
 def needing_person(session: Session, scope: Scope) -> list[MailRow]:
