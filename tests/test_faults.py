@@ -412,6 +412,24 @@ def test_silent_connection_is_noticed_and_replaced(world, proxy):
 
 # --- 4. UIDVALIDITY changed under the bot -----------------------------------------------------
 
+def remade(client: IMAPClient, folder: str, raws: list[bytes]) -> None:
+    """`folder` deleted and made again (a new UIDVALIDITY), holding `raws`. Dovecot may refuse an
+    APPEND with "Mailbox was deleted under us" when the bot's session, which had the old folder
+    open, catches up with the delete meanwhile: then deleted and made again once more."""
+    for attempt in range(3):
+        if client.folder_exists(folder):
+            client.delete_folder(folder)
+        if not client.folder_exists(folder):  # the bot may have made it again already
+            client.create_folder(folder)
+        try:
+            for raw in raws:
+                client.append(folder, raw)
+            return
+        except IMAPClient.Error as error:
+            if "deleted under us" not in str(error) or attempt == 2:
+                raise
+
+
 def test_new_uidvalidity_rescans_and_answers_nothing_twice(world):
     # INBOX cannot be deleted: the bot watches "Incoming", deleted and made again under it.
     world.configure(mailboxes={"worldline": {"imap": {"inbox": "Incoming"}}})
@@ -426,12 +444,9 @@ def test_new_uidvalidity_rescans_and_answers_nothing_twice(world):
         client.select_folder("Incoming", readonly=True)
         raws = [d[b"BODY[]"] for _, d in sorted(client.fetch(client.search(["ALL"]), ["BODY.PEEK[]"]).items())]
         client.unselect_folder()
-        client.delete_folder("Incoming")
-        if not client.folder_exists("Incoming"):  # the bot may have made it again already
-            client.create_folder("Incoming")
-        for raw in raws:  # a migration: the same mail again, without the bot's keyword
-            client.append("Incoming", raw)
-        client.append("Incoming", stamp(client_mail(4), f"client4@{CLIENTS}"))  # as the SMTP server delivers it
+        # A migration: the same mail again, without the bot's keyword, and a new one as the SMTP
+        # server delivers it.
+        remade(client, "Incoming", [*raws, stamp(client_mail(4), f"client4@{CLIENTS}")])
         uidvalidity = client.select_folder("Incoming", readonly=True)[b"UIDVALIDITY"]
     assert len(raws) == 3 and uidvalidity != before.uidvalidity
     wait_for(lambda: len(answer_counts(world)) == 4 and unfinished(world) == 0, timeout=30,
