@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="configuration file (see config.example.toml)")
     run.add_argument("--shadow", action="store_true", help="send nothing to clients; show staff what would go")
     run.add_argument("--sandbox", metavar="DIR", help="without --config: keep the sandbox's mail and database here "
-                     "(default ~/.local/state/mailbot/sandbox)")
+                     "(default ~/.local/state/mailbot/sandbox; as root /var/lib/mailbot/sandbox)")
     run.set_defaults(func=cmd_run)
     st = sub.add_parser("status", help="mailboxes, outbox, quarantine and deadlines, from the database")
     st.add_argument("--config", help="configuration file (default: the sandbox's, and its database)")

@@ -29,6 +29,20 @@ def state(tmp_path, monkeypatch):
     return tmp_path / "state" / "mailbot" / "sandbox"
 
 
+def test_the_default_folder_for_root_is_outside_its_home(monkeypatch, tmp_path):
+    """Root's home is closed to the user the sandbox's Dovecot runs as: /var/lib/mailbot/sandbox,
+    unless XDG_STATE_HOME says otherwise; anyone else keeps theirs in ~/.local/state."""
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    assert default_folder() == Path("/var/lib/mailbot/sandbox")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert default_folder() == tmp_path / "state" / "mailbot" / "sandbox"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert default_folder() == tmp_path / ".local" / "state" / "mailbot" / "sandbox"
+
+
 def test_run_and_the_other_commands_name_the_same_database(state):
     assert default_folder() == state
     sandbox, _ = sandbox_for()  # what `mailbot run` without --config starts (not started here)

@@ -234,6 +234,40 @@ def test_sandbox_keeps_its_ports_from_one_start_to_the_next():
         shutil.rmtree(parent, ignore_errors=True)
 
 
+AS_ROOT = pytest.mark.skipif(os.geteuid() != 0 or not dovecot_available(),
+                             reason="as root with Dovecot: its processes run as nobody")
+
+
+@AS_ROOT
+def test_as_root_the_folders_made_for_the_sandbox_let_nobody_through():
+    """`mailbot run` as root makes /var/lib/mailbot/sandbox: each folder it makes may be entered by
+    Dovecot's nobody (search bit), not read (its mail and passwords stay root's)."""
+    parent = tempfile.mkdtemp(prefix="mailbot-sandbox-")  # 0700, then as /var/lib is:
+    os.chmod(parent, 0o755)
+    try:
+        with Sandbox(f"{parent}/mailbot/sandbox") as box:
+            imap_append(box.imap_host, box.imap_port, *box.credentials("bosa"), RAW)
+        for made in (f"{parent}/mailbot", f"{parent}/mailbot/sandbox"):
+            assert stat.S_IMODE(os.stat(made).st_mode) == 0o711, made
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@AS_ROOT
+def test_as_root_a_closed_folder_above_the_sandbox_is_said_not_changed():
+    """Root's home (0700) is not the sandbox's to open: the start stops, saying what to do."""
+    home = tempfile.mkdtemp(prefix="mailbot-home-")  # 0700, as /root
+    try:
+        with pytest.raises(SandboxError) as refused:
+            Sandbox(f"{home}/.local/state/mailbot/sandbox").start()
+        assert str(refused.value) == (f"as root the sandbox's Dovecot runs as nobody, who cannot enter {home} "
+                                      "(mode 700): keep the sandbox in a folder outside it (--sandbox DIR, "
+                                      "or XDG_STATE_HOME)")
+        assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def test_start_failure_says_why(tmp_path):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))

@@ -12,13 +12,20 @@ from mailbot.config import Settings, parse_settings
 from mailbot.resources import SANDBOX_CONFIG
 from mailbot.transport.sandbox import Sandbox
 
+ROOT_FOLDER = Path("/var/lib/mailbot/sandbox")
+
 
 def default_folder() -> Path:
     """Where the sandbox keeps its mail and its database unless told otherwise: the user's state
-    folder ($XDG_STATE_HOME, else ~/.local/state), the same from any working directory."""
+    folder ($XDG_STATE_HOME, else ~/.local/state), the same from any working directory. For root
+    without XDG_STATE_HOME, /var/lib/mailbot/sandbox: root's home is closed to the user "nobody"
+    the sandbox's Dovecot runs as (transport/sandbox.py)."""
     state = os.environ.get("XDG_STATE_HOME") or ""
-    base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
-    return base / "mailbot" / "sandbox"
+    if os.path.isabs(state):
+        return Path(state) / "mailbot" / "sandbox"
+    if os.geteuid() == 0:
+        return ROOT_FOLDER
+    return Path.home() / ".local" / "state" / "mailbot" / "sandbox"
 
 
 def sandbox_database(folder: Path) -> str:

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_IMODE, S_IXOTH
 from typing import Any, Self
 
 from aiosmtpd.controller import Controller
@@ -113,6 +114,20 @@ def _write_private(path: Path, text: str, ids: tuple[int, int]) -> None:
     if os.geteuid() == 0:
         os.chown(tmp, *ids)
     os.replace(tmp, path)
+
+
+def _enterable_by_nobody(folder: Path, made: list[Path]) -> None:
+    """As root, Dovecot runs as nobody, who must be able to enter `folder` and every folder above
+    it. The folders made for the sandbox (`made`, and `folder`) get the search bit, not the read
+    one; a folder above that was there before is not ours to change: said, with what to do."""
+    for here in (folder, *made):
+        os.chmod(here, here.stat().st_mode | 0o111)  # noqa: S103 - search only, no read
+    for here in folder.parents:
+        mode = here.stat().st_mode
+        if not mode & S_IXOTH:
+            raise SandboxError(
+                f"as root the sandbox's Dovecot runs as nobody, who cannot enter {here} (mode {S_IMODE(mode):o}): "
+                "keep the sandbox in a folder outside it (--sandbox DIR, or XDG_STATE_HOME)")
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -602,9 +617,10 @@ class Sandbox:
         self.notices: list[str] = []  # for the person who set a mail program up: a port changed
 
     def start(self) -> Self:
+        made = [f for f in (self.folder, *self.folder.parents) if not f.exists()]
         private_dir(self.folder)  # whole mails and passwords: 0700 when created here
-        if os.geteuid() == 0:  # the servers run as nobody, who must be able to enter the folder
-            os.chmod(self.folder, self.folder.stat().st_mode | 0o111)  # noqa: S103 - search only, no read
+        if os.geteuid() == 0 and isinstance(self.imap, DovecotServer):
+            _enterable_by_nobody(self.folder, made)
         if self._credentials_path.exists():
             self._passwords = json.loads(self._credentials_path.read_text())
         kept = self._kept_ports()
