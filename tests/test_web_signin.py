@@ -232,6 +232,18 @@ def test_a_callback_replayed_with_the_session_of_before_is_refused(site: Site):
     assert site.provider.outcomes("token") == ["issued", "invalid_grant"]
 
 
+def test_a_callback_link_cannot_put_its_own_words_on_the_page(site: Site):
+    """/signin/callback?error=... is a link anyone can send staff: its error is shown only as an
+    OAuth error code, never as the sender's sentence."""
+    with site.browser() as browser:
+        page = browser.get("/signin/callback", params={"error": "Access suspended: call +32 2 555 01 99",
+                                                        "error_description": "urgent"})
+        said = page.text.split("<main>")[1].split("</main>")[0]  # what the page says (its forms keep the path)
+        assert page.status_code == 400 and "Sign-in failed" in said
+        assert "+32 2 555 01 99" not in said and "urgent" not in said and "<code>" not in said
+        assert "<code>server_error</code>" in browser.get("/signin/callback", params={"error": "server_error"}).text
+
+
 def test_a_callback_from_another_browser_or_with_another_state_is_refused(site: Site):
     site.provider.sign_in_as(MORAD, "Morad Staff")
     with site.browser() as browser, site.browser() as other:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from mailbot.web.security import checked_form
 
 log = logging.getLogger("mailbot.web.signin")
 
+ERROR_CODE = re.compile(r"[a-z_]{1,40}")  # invalid_grant, mismatching_state, ...
 SIGNED_IN = "staff"  # session key: {"email", "name", "at" (epoch seconds)}
 NEXT = "signin_next"  # session key: where to go once signed in
 # authlib talks to the provider through httpx2 when that is installed, else through httpx.
@@ -166,7 +168,10 @@ def _oidc_routes(settings: Settings) -> list[BaseRoute]:
                      extra={"error": error.error, "description": error.description})
             if error.error == "access_denied":
                 return _refused(request, 403, "cancelled")
-            return _refused(request, 400, "out_of_step", detail=str(error.error))
+            # The code may come from the link that was followed (?error=...): shown only when it
+            # has an OAuth error code's shape, never as a text a stranger wrote for staff to read.
+            code = str(error.error)
+            return _refused(request, 400, "out_of_step", detail=code if ERROR_CODE.fullmatch(code) else "")
         except JoseError as error:
             log.warning("id token failed its checks", extra={"error": repr(error)})
             return _refused(request, 403, "token_failed")
